@@ -1,0 +1,58 @@
+"""Take Django image uploads off the request path.
+
+``save_image(upload, instance)`` turns a validated upload into a compact,
+versioned payload and hands it to a Celery worker, which saves it through the
+field's storage and then generates thumbnails.
+
+Only names that do not need the app registry are imported eagerly; the rest
+are resolved on first access so that ``INSTALLED_APPS`` can import this
+package before models are ready.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from async_image_save.exceptions import (
+    AsyncImageSaveError,
+    ChecksumMismatch,
+    InvalidUpload,
+    PayloadDecodeError,
+    PayloadMissing,
+    UploadTooLarge,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncImageSaveError",
+    "ChecksumMismatch",
+    "InvalidUpload",
+    "PayloadDecodeError",
+    "PayloadMissing",
+    "UploadTooLarge",
+    "ThumbnailSpec",
+    "__version__",
+    "save_image",
+    "thumbnail",
+]
+
+_LAZY = {
+    "save_image": "async_image_save.saving",
+    "ThumbnailSpec": "async_image_save.specs",
+    "thumbnail": "async_image_save.thumbnails",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from async_image_save.saving import save_image
+    from async_image_save.specs import ThumbnailSpec
+    from async_image_save.thumbnails import thumbnail
+
+
+def __getattr__(name: str) -> Any:
+    module_path = _LAZY.get(name)
+    if module_path is None:
+        raise AttributeError(f"module 'async_image_save' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module_path), name)

@@ -1,0 +1,18 @@
+"""App configuration: registers the system checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class AsyncImageSaveConfig(AppConfig):
+    """``async_image_save`` app."""
+
+    name = "async_image_save"
+    verbose_name = _("Async image save")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from async_image_save import checks  # noqa: F401  (registers the checks)
+        from async_image_save import tasks  # noqa: F401  (registers the shared tasks)

@@ -1,0 +1,168 @@
+"""System checks for the ``ASYNC_IMAGE_SAVE_*`` settings and the Celery app.
+
+Ids: ``async_image_save.E001``... errors, ``async_image_save.W001``... warnings.
+Each message says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from async_image_save.conf import conf
+from async_image_save.specs import ThumbnailSpec
+
+
+def _int_setting(name: str, value: Any, *, minimum: int, error_id: str) -> list[checks.CheckMessage]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return [
+            checks.Error(
+                f"{name} must be an integer of at least {minimum}, got {value!r}.",
+                hint=f"Set {name} to a number of bytes/seconds, or remove it to use the default.",
+                id=error_id,
+            )
+        ]
+    return []
+
+
+@checks.register()
+def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E001: unknown codec; E002: pickle without opt-in; W001: pickle accepted."""
+    errors: list[checks.CheckMessage] = []
+    codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
+    if codec not in ("msgpack", "pickle"):
+        errors.append(
+            checks.Error(
+                f"ASYNC_IMAGE_SAVE_SERIALIZER is {codec!r}.",
+                hint="Use 'msgpack' (the default) or, with ASYNC_IMAGE_SAVE_ALLOW_PICKLE, 'pickle'.",
+                id="async_image_save.E001",
+            )
+        )
+    if codec == "pickle" and not conf.ASYNC_IMAGE_SAVE_ALLOW_PICKLE:
+        errors.append(
+            checks.Error(
+                "ASYNC_IMAGE_SAVE_SERIALIZER is 'pickle' but ASYNC_IMAGE_SAVE_ALLOW_PICKLE is off, "
+                "so workers would refuse every payload.",
+                hint="Keep 'msgpack', or set ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True on web and workers.",
+                id="async_image_save.E002",
+            )
+        )
+    if conf.ASYNC_IMAGE_SAVE_ALLOW_PICKLE:
+        errors.append(
+            checks.Warning(
+                "ASYNC_IMAGE_SAVE_ALLOW_PICKLE is on: a pickle payload can run code on a worker "
+                "if anyone else can write to the broker or the staging store.",
+                hint="Leave it off unless broker and staging are private to this project; "
+                "msgpack is as fast for image payloads.",
+                id="async_image_save.W001",
+            )
+        )
+    return errors
+
+
+@checks.register()
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E003-E006: sizes, TTL and retries must be sane integers."""
+    errors = _int_setting(
+        "ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES",
+        conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES,
+        minimum=1,
+        error_id="async_image_save.E003",
+    )
+    inline = conf.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES
+    if inline is not None:
+        errors += _int_setting(
+            "ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES", inline, minimum=0, error_id="async_image_save.E004"
+        )
+    errors += _int_setting(
+        "ASYNC_IMAGE_SAVE_STAGING_TTL",
+        conf.ASYNC_IMAGE_SAVE_STAGING_TTL,
+        minimum=60,
+        error_id="async_image_save.E005",
+    )
+    errors += _int_setting(
+        "ASYNC_IMAGE_SAVE_MAX_RETRIES",
+        conf.ASYNC_IMAGE_SAVE_MAX_RETRIES,
+        minimum=0,
+        error_id="async_image_save.E006",
+    )
+    return errors
+
+
+@checks.register()
+def check_staging(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E007: unknown staging backend or a Redis staging without a Redis URL."""
+    from async_image_save.staging import get_stager
+
+    try:
+        get_stager()
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="See the 'staging' section of the settings documentation.",
+                id="async_image_save.E007",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E008: the Celery app would refuse msgpack messages."""
+    from celery import current_app
+
+    accepted = current_app.conf.accept_content or []
+    if "msgpack" in accepted or "application/x-msgpack" in accepted:
+        return []
+    return [
+        checks.Error(
+            f"The Celery app accepts {list(accepted)}, not msgpack, so workers would reject "
+            "every async_image_save message.",
+            hint='Add "msgpack" to CELERY_ACCEPT_CONTENT, e.g. ["json", "msgpack"]; '
+            "your other tasks keep their serializer. If you did, make sure your project's "
+            "__init__.py imports its Celery app so that it is the current app.",
+            id="async_image_save.E008",
+        )
+    ]
+
+
+@checks.register()
+def check_thumbnail_specs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E009: a thumbnail spec is malformed; E010: its format is not supported by Pillow."""
+    from PIL import features
+
+    errors: list[checks.CheckMessage] = []
+    groups: dict[str, Any] = {"ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS": conf.ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS}
+    per_field = conf.ASYNC_IMAGE_SAVE_THUMBNAILS
+    if not isinstance(per_field, dict):
+        per_field = {"(not a dict)": per_field}
+    for key, specs in per_field.items():
+        groups[f"ASYNC_IMAGE_SAVE_THUMBNAILS[{key!r}]"] = specs
+    for where, specs in groups.items():
+        if not isinstance(specs, dict):
+            errors.append(
+                checks.Error(
+                    f"{where} must map spec names to option dicts, got {specs!r}.",
+                    id="async_image_save.E009",
+                )
+            )
+            continue
+        for name, options in specs.items():
+            try:
+                spec = ThumbnailSpec.from_options(name, options)
+            except ImproperlyConfigured as exc:
+                errors.append(checks.Error(f"{where}: {exc}", id="async_image_save.E009"))
+                continue
+            if spec.format in ("webp", "avif") and not features.check(spec.format):
+                errors.append(
+                    checks.Error(
+                        f"{where}: spec {name!r} asks for {spec.format.upper()}, which this "
+                        "Pillow build cannot write.",
+                        hint="Install a Pillow wheel with that codec or choose another format.",
+                        id="async_image_save.E010",
+                    )
+                )
+    return errors

@@ -1,0 +1,51 @@
+"""Exceptions raised by async_image_save.
+
+Runtime errors share one root, :class:`AsyncImageSaveError`, and each also
+inherits from the builtin a caller would naturally catch (``ValueError``,
+``TypeError``...). Configuration errors are ``ImproperlyConfigured``.
+"""
+
+from __future__ import annotations
+
+
+class AsyncImageSaveError(Exception):
+    """Base class for runtime errors raised by async_image_save."""
+
+
+class InvalidUpload(AsyncImageSaveError, TypeError):
+    """``save_image()`` was given something that is not a usable upload or instance."""
+
+
+class UploadTooLarge(AsyncImageSaveError, ValueError):
+    """The upload is larger than ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES``."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size, self.limit = size, limit
+
+
+class PayloadDecodeError(AsyncImageSaveError, ValueError):
+    """Queued bytes could not be decoded into an upload payload.
+
+    ``code`` is a short machine-readable reason recorded on the job.
+    """
+
+    def __init__(self, message: str, *, code: str = "payload_invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PayloadMissing(AsyncImageSaveError, LookupError):
+    """A staged payload is gone (expired, swept, or never written)."""
+
+
+class ChecksumMismatch(AsyncImageSaveError, ValueError):
+    """The bytes a worker received do not match the sha256 recorded at upload time."""
+
+
+class ImageRejected(AsyncImageSaveError, ValueError):
+    """The bytes are not an image Pillow accepts (or exceed its decompression-bomb limit)."""
+
+    def __init__(self, message: str, *, code: str = "not_an_image") -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,178 @@
+"""The Pillow pipeline: validate bytes as an image, and render every spec from one decode.
+
+Speed comes from two things (see ``docs/benchmarks.rst``): JPEG sources are
+decoded once with ``draft()`` at the smallest DCT scale that still covers the
+largest spec, and each smaller spec is resized from the previous intermediate
+instead of from the full-size source.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+
+from async_image_save.exceptions import ImageRejected
+from async_image_save.specs import CROP_ANCHORS, ThumbnailSpec
+
+#: Formats a source image may have. SVG/EPS/PDF and exotic formats are refused.
+ALLOWED_SOURCE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "AVIF", "HEIF"})
+_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
+
+
+@dataclass(frozen=True)
+class RenderedThumbnail:
+    """Encoded bytes for one spec, with the facts recorded in the database."""
+
+    spec: ThumbnailSpec
+    data: bytes
+    width: int
+    height: int
+    extension: str
+
+
+@contextmanager
+def _bomb_guard() -> Iterator[None]:
+    """Treat Pillow's decompression-bomb *warning* range as an error too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected(
+                f"Image rejected as a decompression bomb: {exc}", code="decompression_bomb"
+            ) from exc
+
+
+def open_image(fp: IO[bytes]) -> Image.Image:
+    """Open ``fp`` lazily, refusing formats outside :data:`ALLOWED_SOURCE_FORMATS`."""
+    with _bomb_guard():
+        try:
+            image = Image.open(fp)
+        except UnidentifiedImageError as exc:
+            raise ImageRejected("The file is not an image Pillow can read.") from exc
+    if image.format not in ALLOWED_SOURCE_FORMATS:
+        raise ImageRejected(f"Image format {image.format} is not accepted.", code="format_refused")
+    return image
+
+
+def validate_image(data: bytes | memoryview) -> tuple[str, int, int]:
+    """Check that ``data`` is an accepted image; return (format, width, height).
+
+    Runs Pillow's ``verify()`` (structure and checksums, no full decode) under
+    the decompression-bomb limits.
+    """
+    with _bomb_guard():
+        image = open_image(io.BytesIO(data))
+        try:
+            image.verify()
+        except Exception as exc:  # verify() raises assorted types for broken files
+            raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
+    return str(image.format), image.width, image.height
+
+
+def _scale_needed(spec: ThumbnailSpec, width: int, height: int) -> float:
+    """Scale factor from source to the spec's intermediate (before any crop)."""
+    sx, sy = spec.width / width, spec.height / height
+    scale = max(sx, sy) if spec.fit in ("crop", "fill") else min(sx, sy)
+    return scale if spec.upscale else min(scale, 1.0)
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Bring any source mode to RGB or RGBA, keeping transparency."""
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    has_alpha = image.mode in ("LA", "PA", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float greyscale: scale down to 8 bits before the RGB convert.
+        image = image.point(lambda v: v / 256).convert("L")
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _encode(image: Image.Image, spec: ThumbnailSpec, source_format: str, icc: bytes | None) -> tuple[bytes, str]:
+    fmt = spec.format
+    if fmt is None:
+        fmt = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}.get(source_format)
+        if fmt is None:
+            fmt = "png" if image.mode == "RGBA" else "jpeg"
+    if fmt == "jpeg" and image.mode == "RGBA":
+        background = Image.new("RGB", image.size, ImageColor.getrgb(spec.background)[:3])
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+    options: dict[str, object] = {}
+    if icc:
+        options["icc_profile"] = icc
+    if fmt == "jpeg":
+        options.update(quality=spec.quality, progressive=spec.progressive)
+    elif fmt in ("webp", "avif"):
+        options.update(quality=spec.quality)
+    out = io.BytesIO()
+    # Pillow writes no EXIF unless asked to, so GPS and camera data are dropped here.
+    image.save(out, format=fmt.upper(), **options)
+    return out.getvalue(), _EXTENSIONS[fmt]
+
+
+def _fit(image: Image.Image, spec: ThumbnailSpec, scale: float) -> Image.Image:
+    if spec.fit == "fill":
+        target = (spec.width, spec.height)
+    else:
+        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if target != image.size:
+        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if spec.fit == "crop":
+        ax, ay = CROP_ANCHORS[spec.anchor]
+        w, h = min(spec.width, image.width), min(spec.height, image.height)
+        left = round((image.width - w) * ax)
+        top = round((image.height - h) * ay)
+        image = image.crop((left, top, left + w, top + h))
+    return image
+
+
+def render_thumbnails(fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[RenderedThumbnail]:
+    """Decode ``fp`` once and render every spec, largest first, each from the last."""
+    if not specs:
+        return []
+    with _bomb_guard():
+        image = open_image(fp)
+        source_format = str(image.format)
+        orientation = image.getexif().get(0x0112, 1)
+        width, height = image.size
+        if orientation in _SWAPS_AXES:
+            width, height = height, width
+        ordered = sorted(specs, key=lambda s: _scale_needed(s, width, height), reverse=True)
+        largest = _scale_needed(ordered[0], width, height)
+        if source_format in ("JPEG", "MPO") and largest < 1.0:
+            box = (int(image.width * largest) + 1, int(image.height * largest) + 1)
+            image.draft("RGB", box)  # DCT-domain downscale: decode at 1/2, 1/4 or 1/8
+        # A CMYK profile is wrong once the pixels are converted to RGB.
+        icc = None if image.mode == "CMYK" else image.info.get("icc_profile")
+        image.seek(0)  # first frame of an animation
+        image.load()
+    image = ImageOps.exif_transpose(image)
+    image = _normalise_mode(image)
+    base_width = width
+    results: list[RenderedThumbnail] = []
+    working = image
+    for spec in ordered:
+        scale = _scale_needed(spec, width, height)
+        # Scale relative to the current intermediate, which may already be smaller.
+        relative = scale * base_width / working.width
+        if spec.fit != "fill" and relative < 1.0:
+            working = working.resize(
+                (max(1, round(working.width * relative)), max(1, round(working.height * relative))),
+                Image.Resampling.BICUBIC,
+                reducing_gap=2.0,
+            )
+            relative = 1.0
+        output = _fit(working, spec, relative)
+        data, extension = _encode(output, spec, source_format, icc)
+        results.append(RenderedThumbnail(spec, data, output.width, output.height, extension))
+    return results

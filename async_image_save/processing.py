@@ -1,0 +1,212 @@
+"""What a worker does with a job, independent of Celery.
+
+``tasks.py`` wraps these functions in Celery tasks and turns
+:class:`StorageFailure` into retries; everything else ends the job here.
+Every step re-reads the job row first, so redelivered or duplicated messages
+find the job already finished and do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError, models
+
+from async_image_save import status
+from async_image_save.exceptions import (
+    ChecksumMismatch,
+    ImageRejected,
+    PayloadDecodeError,
+    PayloadMissing,
+)
+from async_image_save.imaging import validate_image
+from async_image_save.models import ImageJob
+from async_image_save.payload import UploadPayload, decode
+from async_image_save.signals import image_saved, thumbnails_ready
+from async_image_save.staging import resolve_ref
+from async_image_save.thumbnails import field_specs, generate_thumbnails
+
+logger = logging.getLogger("async_image_save")
+State = ImageJob.State
+
+
+class StorageFailure(Exception):
+    """The storage (or database) failed in a way worth retrying."""
+
+    def __init__(self, job_id: str, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.job_id, self.cause = job_id, cause
+
+
+def _load_job(job_id: str) -> ImageJob | None:
+    job = ImageJob.objects.select_related("content_type").filter(pk=job_id).first()
+    if job is None:
+        logger.warning("async_image_save job %s no longer exists; message dropped", job_id)
+    return job
+
+
+def _load_instance(job: ImageJob) -> models.Model | None:
+    model = job.content_type.model_class()
+    if model is None:
+        return None
+    return model._default_manager.filter(pk=job.object_id).first()
+
+
+def _read_frame(body: bytes | str) -> bytes | memoryview:
+    if isinstance(body, str):
+        stager, key = resolve_ref(body)
+        return stager.get(key)
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return body
+    raise PayloadDecodeError(f"Message body is a {type(body).__name__}, not bytes or a reference.")
+
+
+def discard_staged(job: ImageJob) -> None:
+    """Remove the job's staged payload, if any (logged, never raised)."""
+    if not job.staged_ref:
+        return
+    try:
+        stager, key = resolve_ref(job.staged_ref)
+        stager.delete(key)
+    except Exception:
+        logger.exception("async_image_save could not remove staged payload %s", job.staged_ref)
+
+
+def _fail(job: ImageJob, code: str, error: str) -> str:
+    status.mark_failed(job.pk, code, error)
+    discard_staged(job)
+    return State.FAILED
+
+
+def _matches_message(job: ImageJob, model: str, pk: str, field: str) -> bool:
+    model_cls = job.content_type.model_class()
+    return (
+        model_cls is not None
+        and model_cls._meta.label_lower == str(model).lower()
+        and job.object_id == str(pk)
+        and job.field_name == field
+    )
+
+
+def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: str) -> str:
+    """Decode, verify and store the upload of ``job_id``; return the job's new state.
+
+    Raises :class:`StorageFailure` for errors worth retrying; ends the job
+    ``failed`` for everything else.
+    """
+    job = _load_job(job_id)
+    if job is None:
+        return "missing"
+    if job.state != State.PENDING:
+        logger.info("async_image_save job %s is already %s; nothing to do", job_id, job.state)
+        return job.state
+    if not _matches_message(job, model, pk, field):
+        return _fail(
+            job,
+            "target_mismatch",
+            f"The message names {model}:{pk}.{field}, but the job targets another object; "
+            "the message was forged or corrupted.",
+        )
+    status.count_attempt(job.pk)
+    try:
+        payload = decode(_read_frame(body))
+        payload.verify(job.sha256)
+        validate_image(payload.data)
+    except PayloadMissing as exc:
+        return _fail(job, "payload_missing", str(exc))
+    except PayloadDecodeError as exc:
+        return _fail(job, exc.code, str(exc))
+    except ChecksumMismatch as exc:
+        return _fail(job, "checksum_mismatch", str(exc))
+    except ImageRejected as exc:
+        return _fail(job, exc.code, str(exc))
+    instance = _load_instance(job)
+    if instance is None:
+        return _fail(job, "object_missing", f"{model} {pk} no longer exists; nothing was written.")
+    name = _store(job, instance, payload)
+    if name is None:
+        return State.FAILED
+    if status.mark_saved(job.pk, name):
+        job.refresh_from_db()
+        image_saved.send(
+            sender=type(instance), job=job, instance=instance, field_name=job.field_name, name=name
+        )
+    discard_staged(job)
+    if not job.thumbnails or not field_specs(instance, job.field_name):
+        status.mark_done(job.pk)
+        return State.DONE
+    return State.SAVED
+
+
+def _store(job: ImageJob, instance: models.Model, payload: UploadPayload) -> str | None:
+    """Write the file through the field's storage and save only that field.
+
+    Picks the final name first, so a write that fails half-way can be removed:
+    no partial file survives a failed attempt.
+    """
+    field = instance._meta.get_field(job.field_name)
+    storage = field.storage
+    name = storage.get_available_name(
+        field.generate_filename(instance, payload.name), max_length=field.max_length
+    )
+    upload = payload.to_upload()
+    try:
+        stored = storage.save(name, upload, max_length=field.max_length)
+    except Exception as exc:
+        _remove_quietly(storage, name)
+        raise StorageFailure(str(job.pk), exc) from exc
+    finally:
+        upload.close()
+    setattr(instance, field.attname, stored)
+    update_fields = [field.name]
+    for extra in (getattr(field, "width_field", None), getattr(field, "height_field", None)):
+        if extra:
+            update_fields.append(extra)
+    try:
+        # update_fields: other fields edited since the request must not be overwritten.
+        instance.save(update_fields=update_fields)
+    except DatabaseError as exc:
+        _remove_quietly(storage, stored)
+        if _load_instance(job) is None:
+            _fail(job, "object_missing", f"{job.object_id} was deleted while saving; file removed.")
+            return None
+        raise StorageFailure(str(job.pk), exc) from exc
+    return stored
+
+
+def _remove_quietly(storage: Any, name: str) -> None:
+    try:
+        if storage.exists(name):
+            storage.delete(name)
+    except Exception:
+        logger.exception("async_image_save could not remove partial file %s", name)
+
+
+def make_thumbnails(job_id: str) -> str:
+    """Generate the thumbnails of a saved job, then mark it ``done``."""
+    job = _load_job(job_id)
+    if job is None:
+        return "missing"
+    if job.state != State.SAVED:
+        return job.state
+    instance = _load_instance(job)
+    if instance is None:
+        return _fail(job, "object_missing", "The object was deleted before its thumbnails were made.")
+    try:
+        records = generate_thumbnails(instance, job.field_name)
+    except ImageRejected as exc:
+        return _fail(job, exc.code, str(exc))
+    except Exception as exc:
+        raise StorageFailure(job_id, exc) from exc
+    if status.mark_done(job.pk):
+        job.refresh_from_db()
+        thumbnails_ready.send(sender=type(instance), job=job, thumbnails=records)
+    return State.DONE
+
+
+def fail_after_retries(job_id: str, code: str, error: BaseException) -> None:
+    """End a job whose retries are exhausted, cleaning its staged payload."""
+    job = _load_job(job_id)
+    if job is not None:
+        _fail(job, code, f"{type(error).__name__}: {error}")

@@ -1,0 +1,157 @@
+"""``save_image()``: the one entry point that views, forms and the admin call."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.files import File
+from django.db import models, router, transaction
+
+from async_image_save import status
+from async_image_save.conf import conf
+from async_image_save.exceptions import InvalidUpload
+from async_image_save.models import ImageJob
+from async_image_save.payload import UploadPayload
+from async_image_save.staging import get_stager, inline_max_bytes
+
+logger = logging.getLogger("async_image_save")
+
+
+def file_field_names(model: type[models.Model]) -> list[str]:
+    """Names of the concrete ``FileField``/``ImageField`` fields of ``model``."""
+    return [
+        f.name
+        for f in model._meta.concrete_fields
+        if isinstance(f, models.FileField)
+    ]
+
+
+def resolve_field_name(instance: models.Model, field_name: str | None) -> str:
+    """Return the file field to fill, or raise naming the candidates."""
+    candidates = file_field_names(type(instance))
+    label = instance._meta.label
+    if field_name is None:
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise ValueError(f"{label} has no FileField or ImageField for save_image() to fill.")
+        raise ValueError(
+            f"{label} has several file fields ({', '.join(candidates)}); "
+            "pass field_name= to say which one save_image() should fill."
+        )
+    if field_name not in candidates:
+        raise ValueError(
+            f"{label}.{field_name} is not a FileField or ImageField; "
+            f"file fields of {label}: {', '.join(candidates) or 'none'}."
+        )
+    return field_name
+
+
+def _check_arguments(upload: Any, instance: Any, thumbnails: Any, queue: Any, user: Any) -> None:
+    if not isinstance(upload, File):
+        raise InvalidUpload(
+            f"save_image() needs a Django File or UploadedFile (e.g. form.cleaned_data['photo']), "
+            f"got {type(upload).__name__}."
+        )
+    if not isinstance(instance, models.Model):
+        raise InvalidUpload(
+            f"save_image() needs a model instance as its second argument, got {type(instance).__name__}."
+        )
+    if instance.pk is None or instance._state.adding:
+        raise ValueError(
+            f"{instance._meta.label} instance is not saved yet: call instance.save() before "
+            "save_image(), so the worker can find it by its primary key."
+        )
+    if not isinstance(thumbnails, bool):
+        raise TypeError(f"thumbnails must be True or False, got {thumbnails!r}.")
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise TypeError(f"queue must be a non-empty queue name or None, got {queue!r}.")
+    if user is not None and not hasattr(user, "is_authenticated"):
+        raise TypeError(f"user must be a user object (request.user) or None, got {type(user).__name__}.")
+
+
+def save_image(
+    upload: File,
+    instance: models.Model,
+    field_name: str | None = None,
+    *,
+    thumbnails: bool = True,
+    queue: str | None = None,
+    user: Any = None,
+) -> ImageJob:
+    """Queue ``upload`` to be saved into ``instance.<field_name>`` by a Celery worker.
+
+    Reads the upload once (hashing it), records an :class:`ImageJob` in the
+    current transaction and sends the task when that transaction commits
+    (at once outside a transaction). Returns the job immediately; its ``state``
+    is ``pending``. If the broker cannot be reached at commit, the job is marked
+    ``failed`` with code ``broker_unreachable`` and the error is logged.
+    """
+    _check_arguments(upload, instance, thumbnails, queue, user)
+    field_name = resolve_field_name(instance, field_name)
+    payload = UploadPayload.from_upload(upload)
+    codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
+    frame = payload.encode(codec)
+    job_id = uuid.uuid4()
+    staged = len(frame) > inline_max_bytes()
+    stager = get_stager() if staged else None
+    owner = user if user is not None and user.is_authenticated else None
+    job = ImageJob.objects.create(
+        id=job_id,
+        content_type=ContentType.objects.get_for_model(type(instance)),
+        object_id=str(instance.pk),
+        field_name=field_name,
+        owner=owner,
+        source_name=payload.name,
+        size=payload.size,
+        sha256=payload.sha256,
+        codec=codec,
+        staged_ref=stager.ref(job_id.hex) if stager else "",
+        thumbnails=thumbnails,
+        task_id=str(uuid.uuid4()),
+    )
+    message = {
+        "job_id": job_id.hex,
+        "model": instance._meta.label,
+        "pk": str(instance.pk),
+        "field": field_name,
+        "queue": queue or conf.ASYNC_IMAGE_SAVE_QUEUE,
+        "thumbnails": thumbnails,
+        "task_id": job.task_id,
+    }
+    using = router.db_for_write(ImageJob)
+    transaction.on_commit(lambda: dispatch(message, frame, stager), using=using)
+    return job
+
+
+def dispatch(message: dict[str, Any], frame: bytes, stager: Any) -> None:
+    """Stage the payload if needed and publish the task chain; on failure, fail the job.
+
+    Runs after commit, so the worker always finds the committed job row.
+    """
+    from async_image_save.tasks import publish  # tasks imports Celery; keep it lazy
+
+    job_id = message["job_id"]
+    try:
+        if stager is not None:
+            stager.put(job_id, frame)
+            body: bytes | str = stager.ref(job_id)
+        else:
+            body = frame
+        publish(message, body)
+    except Exception as exc:  # any broker or staging client error ends the same way
+        logger.exception("async_image_save could not queue job %s", job_id)
+        if stager is not None:
+            try:
+                stager.delete(job_id)
+            except Exception:
+                logger.exception("async_image_save could not remove staged payload of %s", job_id)
+        status.mark_failed(
+            job_id,
+            "broker_unreachable",
+            f"The job could not be queued ({type(exc).__name__}: {exc}). Check that the Celery "
+            "broker (and the staging store) is reachable; the upload must be sent again.",
+        )

@@ -1,0 +1,198 @@
+"""Claim-check staging: large payloads wait outside the broker, the message carries a key.
+
+kombu's Redis transport base64s and JSON-escapes every message body (about 8x
+the cost of a raw ``SET`` of the same bytes), so above a small size the packed
+payload is stored directly and the Celery message carries only a reference
+``"<backend>:<job id hex>"``. Which path is the default depends on the broker
+(see :func:`transport_defaults`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from async_image_save.conf import conf
+from async_image_save.exceptions import PayloadDecodeError, PayloadMissing
+
+KiB = 1024
+MiB = 1024 * KiB
+_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class TransportDefaults:
+    """What a broker transport is good at: how much to send inline, where to stage the rest."""
+
+    inline_max_bytes: int
+    staging: str
+    hard_limit_bytes: int
+
+
+# Chosen from measurements on loopback (docs/benchmarks.rst): on Redis a raw SET
+# beats a kombu publish at every size above a few KiB; AMQP carries raw bytes,
+# so it stays inline well below RabbitMQ 4's 16 MiB default message cap.
+_TRANSPORTS: dict[str, TransportDefaults] = {
+    "redis": TransportDefaults(16 * KiB, "redis", 384 * MiB),
+    "rediss": TransportDefaults(16 * KiB, "redis", 384 * MiB),
+    "amqp": TransportDefaults(8 * MiB, "directory", 16 * MiB),
+    "pyamqp": TransportDefaults(8 * MiB, "directory", 16 * MiB),
+    "amqps": TransportDefaults(8 * MiB, "directory", 16 * MiB),
+    "filesystem": TransportDefaults(16 * KiB, "directory", 64 * MiB),
+    "memory": TransportDefaults(16 * KiB, "directory", 64 * MiB),
+    "sqs": TransportDefaults(96 * KiB, "directory", 192 * KiB),
+}
+_FALLBACK = TransportDefaults(1 * MiB, "directory", 16 * MiB)
+
+
+def broker_url() -> str:
+    """The broker URL of the current Celery app."""
+    from celery import current_app
+
+    return str(current_app.conf.broker_url or "amqp://")
+
+
+def transport_defaults(url: str | None = None) -> TransportDefaults:
+    """Defaults for the broker at ``url`` (default: the current Celery app's broker)."""
+    scheme = urlsplit(url or broker_url()).scheme.split("+")[-1].lower()
+    return _TRANSPORTS.get(scheme, _FALLBACK)
+
+
+def inline_max_bytes() -> int:
+    """Largest payload sent inside the message, never above the broker's hard limit."""
+    defaults = transport_defaults()
+    configured = conf.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES
+    wanted = defaults.inline_max_bytes if configured is None else configured
+    return min(int(wanted), defaults.hard_limit_bytes)
+
+
+class Stager(ABC):
+    """A place where packed payloads wait for a worker, addressed by job id."""
+
+    scheme: str
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` (a job id in hex)."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key``; raise :class:`PayloadMissing` if gone."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    def ref(self, key: str) -> str:
+        """The reference a message carries for ``key``."""
+        return f"{self.scheme}:{key}"
+
+
+class RedisStager(Stager):
+    """Stage payloads as plain Redis strings with a TTL (one ``SET``, no base64)."""
+
+    scheme = "redis"
+
+    def __init__(self, url: str, prefix: str, ttl: int) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImproperlyConfigured(
+                "ASYNC_IMAGE_SAVE_STAGING = 'redis' needs redis-py: "
+                "pip install 'async_image_save[redis]'."
+            ) from exc
+        self.prefix, self.ttl = prefix, ttl
+        self.client = redis.Redis.from_url(url)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.set(self.prefix + key, data, ex=self.ttl)
+
+    def get(self, key: str) -> bytes:
+        data = self.client.get(self.prefix + key)
+        if data is None:
+            raise PayloadMissing(f"Staged payload {key} is no longer in Redis (expired?).")
+        return bytes(data)
+
+    def delete(self, key: str) -> None:
+        self.client.delete(self.prefix + key)
+
+
+class DirectoryStager(Stager):
+    """Stage payloads as files in a directory the web processes and workers share."""
+
+    scheme = "directory"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _file(self, key: str) -> str:
+        return os.path.join(self.path, key + ".payload")
+
+    def put(self, key: str, data: bytes) -> None:
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        final = self._file(key)
+        partial = final + ".part"
+        # Write then rename, so a worker never reads a half-written payload.
+        with open(partial, "wb") as fh:
+            fh.write(data)
+        os.replace(partial, final)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._file(key), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise PayloadMissing(
+                f"Staged payload {key} is not in {self.path}: is "
+                "ASYNC_IMAGE_SAVE_STAGING_DIR shared between web and worker machines?"
+            ) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            os.remove(self._file(key))
+        except FileNotFoundError:
+            pass
+
+
+_cache: dict[tuple[str, ...], Stager] = {}
+_cache_lock = threading.Lock()
+
+
+def get_stager(scheme: str | None = None) -> Stager:
+    """Return the stager for ``scheme`` (default: the configured or per-broker one)."""
+    scheme = scheme or conf.ASYNC_IMAGE_SAVE_STAGING or transport_defaults().staging
+    if scheme == "redis":
+        url = conf.ASYNC_IMAGE_SAVE_STAGING_URL or broker_url()
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ImproperlyConfigured(
+                "ASYNC_IMAGE_SAVE_STAGING = 'redis' needs a Redis URL: set "
+                f"ASYNC_IMAGE_SAVE_STAGING_URL (the broker URL {url!r} is not Redis)."
+            )
+        key = ("redis", url, conf.ASYNC_IMAGE_SAVE_STAGING_PREFIX, str(conf.ASYNC_IMAGE_SAVE_STAGING_TTL))
+        factory = lambda: RedisStager(url, key[2], int(key[3]))  # noqa: E731
+    elif scheme == "directory":
+        key = ("directory", conf.ASYNC_IMAGE_SAVE_STAGING_DIR)
+        factory = lambda: DirectoryStager(key[1])  # noqa: E731
+    else:
+        raise ImproperlyConfigured(
+            f"ASYNC_IMAGE_SAVE_STAGING = {scheme!r} is not a staging backend; "
+            "use 'redis' or 'directory'."
+        )
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = factory()
+        return _cache[key]
+
+
+def resolve_ref(ref: str) -> tuple[Stager, str]:
+    """Split a message's staging reference into its stager and key, validating both."""
+    scheme, _, key = str(ref).partition(":")
+    if scheme not in ("redis", "directory") or not _KEY_RE.match(key):
+        raise PayloadDecodeError(f"Malformed staging reference {ref!r}.", code="bad_reference")
+    return get_stager(scheme), key

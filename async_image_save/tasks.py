@@ -1,0 +1,79 @@
+"""Celery tasks: thin adapters over ``processing.py``.
+
+Tasks have explicit names, so moving this module never orphans queued
+messages. Their messages are always serialized with msgpack, whatever the
+project's ``CELERY_TASK_SERIALIZER`` says, because the payload is raw bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import chain, shared_task
+
+from async_image_save import processing
+from async_image_save.conf import conf
+
+MESSAGE_SERIALIZER = "msgpack"
+_TASK_OPTIONS = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "serializer": MESSAGE_SERIALIZER,
+    "ignore_result": True,
+    "max_retries": None,  # bounded by ASYNC_IMAGE_SAVE_MAX_RETRIES, read when retrying
+}
+
+
+def _retry(task: Any, exc: processing.StorageFailure, code: str) -> None:
+    retries = task.request.retries
+    if retries >= conf.ASYNC_IMAGE_SAVE_MAX_RETRIES:
+        processing.fail_after_retries(exc.job_id, code, exc.cause)
+        return
+    delay = min(
+        conf.ASYNC_IMAGE_SAVE_RETRY_BACKOFF * (2**retries), conf.ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX
+    )
+    raise task.retry(exc=exc, countdown=delay)
+
+
+@shared_task(name="async_image_save.save_upload", **_TASK_OPTIONS)
+def save_upload(self: Any, job_id: str, model: str, pk: str, field: str, body: bytes | str) -> str:
+    """Save the upload of ``job_id`` into ``model``/``pk``/``field``."""
+    try:
+        return processing.save_upload(job_id, body, model=model, pk=pk, field=field)
+    except processing.StorageFailure as exc:
+        _retry(self, exc, "storage_error")
+        return "failed"
+
+
+@shared_task(name="async_image_save.make_thumbnails", **_TASK_OPTIONS)
+def make_thumbnails(self: Any, job_id: str) -> str:
+    """Generate the thumbnails of a saved job."""
+    try:
+        return processing.make_thumbnails(job_id)
+    except processing.StorageFailure as exc:
+        _retry(self, exc, "thumbnail_error")
+        return "failed"
+
+
+def publish(message: dict[str, Any], body: bytes | str) -> None:
+    """Send the save task, chained with the thumbnail task when asked for."""
+    job_id, queue = message["job_id"], message["queue"]
+    options: dict[str, Any] = {"serializer": MESSAGE_SERIALIZER}
+    if queue:
+        options["queue"] = queue
+    first = save_upload.signature(
+        (job_id, message["model"], message["pk"], message["field"], body),
+        task_id=message["task_id"],
+        **options,
+    )
+    signature = chain(first, make_thumbnails.si(job_id).set(**options)) if message["thumbnails"] else first
+    signature.apply_async(
+        retry=True,
+        retry_policy={
+            "max_retries": conf.ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+    )

@@ -1,0 +1,105 @@
+"""Settings for the test suite: PostgreSQL, Redis broker, real worker processes.
+
+Everything that names a server comes from the environment (``scripts/test``
+sets it), so the suite never touches a database, key prefix or queue it did not
+create itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+BASE_TMP = os.environ.get("AIS_TEST_TMP") or tempfile.mkdtemp(prefix="ais-tests-")
+RUN_ID = os.environ.get("AIS_RUN_ID") or uuid.uuid4().hex[:10]
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "async_image_save",
+    "tests",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+if os.environ.get("AIS_DB") == "sqlite":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("AIS_SQLITE_PATH", os.path.join(BASE_TMP, "db.sqlite3")),
+            "TEST": {"NAME": os.environ.get("AIS_SQLITE_PATH", os.path.join(BASE_TMP, "test.sqlite3"))},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("AIS_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("AIS_PG_PORT", "5432"),
+            "USER": os.environ.get("AIS_PG_USER", os.environ.get("USER", "postgres")),
+            "PASSWORD": os.environ.get("AIS_PG_PASSWORD", ""),
+            "NAME": os.environ.get("AIS_PG_DB", "test"),
+            # A worker subprocess connects straight to the test database pytest made.
+            "TEST": {"NAME": os.environ.get("AIS_PG_TEST_DB", f"test_ais_{RUN_ID}")},
+        }
+    }
+
+MEDIA_ROOT = os.environ.get("AIS_MEDIA_ROOT", os.path.join(BASE_TMP, "media"))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+
+CELERY_BROKER_URL = os.environ.get("AIS_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_ACCEPT_CONTENT = ["json", "msgpack"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("AIS_QUEUE", f"ais-test-{RUN_ID}")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"ais-test-{RUN_ID}:"}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+ASYNC_IMAGE_SAVE_STAGING_PREFIX = f"ais-test-{RUN_ID}:payload:"
+ASYNC_IMAGE_SAVE_STAGING_DIR = os.path.join(BASE_TMP, "staging")
+ASYNC_IMAGE_SAVE_RETRY_BACKOFF = 0.2
+ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX = 1.0
+ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES = 0
+
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = os.environ.get("AIS_FS_BROKER_DIR", os.path.join(BASE_TMP, "broker"))
+    for _sub in ("queue", "processed"):
+        os.makedirs(os.path.join(_broker_dir, _sub), exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": os.path.join(_broker_dir, "queue"),
+        "data_folder_out": os.path.join(_broker_dir, "queue"),
+        "processed_folder": os.path.join(_broker_dir, "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
