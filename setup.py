@@ -30,12 +30,15 @@ TEST_REQUIRES = [
     "twine>=5",
     "ruff>=0.6",
     "sphinx>=7",
+    "tox>=4",
 ]
 
 setup(
     name="async_image_save",
     version=read_version(),
-    description="Take Django image uploads off the request path: save and thumbnail them in Celery workers.",
+    description=(
+        "Take Django image uploads off the request path: save and thumbnail them in Celery workers."
+    ),
     long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     author="async_image_save developers",
@@ -67,7 +70,6 @@ setup(
         "Framework :: Django :: 5.2",
         "Framework :: Django :: 6.0",
         "Intended Audience :: Developers",
-        "License :: OSI Approved :: BSD License",
         "Operating System :: OS Independent",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",

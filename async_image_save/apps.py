@@ -14,5 +14,7 @@ class AsyncImageSaveConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from async_image_save import checks  # noqa: F401  (registers the checks)
-        from async_image_save import tasks  # noqa: F401  (registers the shared tasks)
+        from async_image_save import (
+            checks,  # noqa: F401  (registers the checks)
+            tasks,  # noqa: F401  (registers the shared tasks)
+        )

@@ -15,7 +15,9 @@ from async_image_save.conf import conf
 from async_image_save.specs import ThumbnailSpec
 
 
-def _int_setting(name: str, value: Any, *, minimum: int, error_id: str) -> list[checks.CheckMessage]:
+def _int_setting(
+    name: str, value: Any, *, minimum: int, error_id: str
+) -> list[checks.CheckMessage]:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return [
             checks.Error(
@@ -36,7 +38,8 @@ def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         errors.append(
             checks.Error(
                 f"ASYNC_IMAGE_SAVE_SERIALIZER is {codec!r}.",
-                hint="Use 'msgpack' (the default) or, with ASYNC_IMAGE_SAVE_ALLOW_PICKLE, 'pickle'.",
+                hint="Use 'msgpack' (the default) or, with ASYNC_IMAGE_SAVE_ALLOW_PICKLE, "
+                "'pickle'.",
                 id="async_image_save.E001",
             )
         )
@@ -45,7 +48,8 @@ def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             checks.Error(
                 "ASYNC_IMAGE_SAVE_SERIALIZER is 'pickle' but ASYNC_IMAGE_SAVE_ALLOW_PICKLE is off, "
                 "so workers would refuse every payload.",
-                hint="Keep 'msgpack', or set ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True on web and workers.",
+                hint="Keep 'msgpack', or set ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True on web "
+                "and workers.",
                 id="async_image_save.E002",
             )
         )
@@ -135,7 +139,9 @@ def check_thumbnail_specs(app_configs: Any = None, **kwargs: Any) -> list[checks
     from PIL import features
 
     errors: list[checks.CheckMessage] = []
-    groups: dict[str, Any] = {"ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS": conf.ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS}
+    groups: dict[str, Any] = {
+        "ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS": conf.ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS
+    }
     per_field = conf.ASYNC_IMAGE_SAVE_THUMBNAILS
     if not isinstance(per_field, dict):
         per_field = {"(not a dict)": per_field}

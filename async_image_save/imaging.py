@@ -21,7 +21,9 @@ from async_image_save.exceptions import ImageRejected
 from async_image_save.specs import CROP_ANCHORS, ThumbnailSpec
 
 #: Formats a source image may have. SVG/EPS/PDF and exotic formats are refused.
-ALLOWED_SOURCE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "AVIF", "HEIF"})
+ALLOWED_SOURCE_FORMATS = frozenset(
+    {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "AVIF", "HEIF"}
+)
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 
@@ -97,7 +99,9 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _encode(image: Image.Image, spec: ThumbnailSpec, source_format: str, icc: bytes | None) -> tuple[bytes, str]:
+def _encode(
+    image: Image.Image, spec: ThumbnailSpec, source_format: str, icc: bytes | None
+) -> tuple[bytes, str]:
     fmt = spec.format
     if fmt is None:
         fmt = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}.get(source_format)

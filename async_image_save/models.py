@@ -55,13 +55,12 @@ class ImageJob(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["state", "created_at"], name="ais_job_state_created"),
-            models.Index(
-                fields=["content_type", "object_id", "field_name"], name="ais_job_target"
-            ),
+            models.Index(fields=["content_type", "object_id", "field_name"], name="ais_job_target"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.source_name} -> {self.content_type_id}:{self.object_id}.{self.field_name} ({self.state})"
+        target = f"{self.content_type_id}:{self.object_id}.{self.field_name}"
+        return f"{self.source_name} -> {target} ({self.state})"
 
     @property
     def model_label(self) -> str:

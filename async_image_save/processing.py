@@ -192,7 +192,9 @@ def make_thumbnails(job_id: str) -> str:
         return job.state
     instance = _load_instance(job)
     if instance is None:
-        return _fail(job, "object_missing", "The object was deleted before its thumbnails were made.")
+        return _fail(
+            job, "object_missing", "The object was deleted before its thumbnails were made."
+        )
     try:
         records = generate_thumbnails(instance, job.field_name)
     except ImageRejected as exc:

@@ -22,11 +22,7 @@ logger = logging.getLogger("async_image_save")
 
 def file_field_names(model: type[models.Model]) -> list[str]:
     """Names of the concrete ``FileField``/``ImageField`` fields of ``model``."""
-    return [
-        f.name
-        for f in model._meta.concrete_fields
-        if isinstance(f, models.FileField)
-    ]
+    return [f.name for f in model._meta.concrete_fields if isinstance(f, models.FileField)]
 
 
 def resolve_field_name(instance: models.Model, field_name: str | None) -> str:
@@ -58,7 +54,8 @@ def _check_arguments(upload: Any, instance: Any, thumbnails: Any, queue: Any, us
         )
     if not isinstance(instance, models.Model):
         raise InvalidUpload(
-            f"save_image() needs a model instance as its second argument, got {type(instance).__name__}."
+            "save_image() needs a model instance as its second argument, "
+            f"got {type(instance).__name__}."
         )
     if instance.pk is None or instance._state.adding:
         raise ValueError(
@@ -70,7 +67,9 @@ def _check_arguments(upload: Any, instance: Any, thumbnails: Any, queue: Any, us
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise TypeError(f"queue must be a non-empty queue name or None, got {queue!r}.")
     if user is not None and not hasattr(user, "is_authenticated"):
-        raise TypeError(f"user must be a user object (request.user) or None, got {type(user).__name__}.")
+        raise TypeError(
+            f"user must be a user object (request.user) or None, got {type(user).__name__}."
+        )
 
 
 def save_image(

@@ -63,10 +63,13 @@ class ThumbnailSpec:
         if (
             not isinstance(size, (tuple, list))
             or len(size) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 10000 for v in size)
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 10000 for v in size
+            )
         ):
             raise ImproperlyConfigured(
-                f"{where} needs 'size': (width, height) with integers from 1 to 10000, got {size!r}."
+                f"{where} needs 'size': (width, height) with integers from 1 to 10000, "
+                f"got {size!r}."
             )
         crop = options.get("crop")
         fit = options.get("fit", "crop" if crop else "fit")
@@ -81,7 +84,9 @@ class ThumbnailSpec:
         if fmt is not None:
             fmt = str(fmt).lower().replace("jpg", "jpeg")
             if fmt not in FORMATS:
-                raise ImproperlyConfigured(f"{where}: 'format' must be one of {FORMATS}, got {fmt!r}.")
+                raise ImproperlyConfigured(
+                    f"{where}: 'format' must be one of {FORMATS}, got {fmt!r}."
+                )
         quality = options.get("quality", 85)
         if not isinstance(quality, int) or not 1 <= quality <= 100:
             raise ImproperlyConfigured(f"{where}: 'quality' must be an int from 1 to 100.")
@@ -105,7 +110,9 @@ class ThumbnailSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def specs_for(model_label: str, field_name: str, *, is_image_field: bool = True) -> list[ThumbnailSpec]:
+def specs_for(
+    model_label: str, field_name: str, *, is_image_field: bool = True
+) -> list[ThumbnailSpec]:
     """The specs configured for ``"app_label.Model"``'s ``field_name``.
 
     Fields listed in ``ASYNC_IMAGE_SAVE_THUMBNAILS`` use their own specs (an empty

@@ -9,6 +9,7 @@ payload is stored directly and the Celery message carries only a reference
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -154,10 +155,8 @@ class DirectoryStager(Stager):
             ) from None
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self._file(key))
-        except FileNotFoundError:
-            pass
 
 
 _cache: dict[tuple[str, ...], Stager] = {}
@@ -174,7 +173,12 @@ def get_stager(scheme: str | None = None) -> Stager:
                 "ASYNC_IMAGE_SAVE_STAGING = 'redis' needs a Redis URL: set "
                 f"ASYNC_IMAGE_SAVE_STAGING_URL (the broker URL {url!r} is not Redis)."
             )
-        key = ("redis", url, conf.ASYNC_IMAGE_SAVE_STAGING_PREFIX, str(conf.ASYNC_IMAGE_SAVE_STAGING_TTL))
+        key = (
+            "redis",
+            url,
+            conf.ASYNC_IMAGE_SAVE_STAGING_PREFIX,
+            str(conf.ASYNC_IMAGE_SAVE_STAGING_TTL),
+        )
         factory = lambda: RedisStager(url, key[2], int(key[3]))  # noqa: E731
     elif scheme == "directory":
         key = ("directory", conf.ASYNC_IMAGE_SAVE_STAGING_DIR)

@@ -67,7 +67,9 @@ def publish(message: dict[str, Any], body: bytes | str) -> None:
         task_id=message["task_id"],
         **options,
     )
-    signature = chain(first, make_thumbnails.si(job_id).set(**options)) if message["thumbnails"] else first
+    signature = (
+        chain(first, make_thumbnails.si(job_id).set(**options)) if message["thumbnails"] else first
+    )
     signature.apply_async(
         retry=True,
         retry_policy={

@@ -117,7 +117,8 @@ def thumbnail(field_file: FieldFile, spec_name: str) -> ThumbnailFile | Placehol
     """
     if not isinstance(field_file, FieldFile):
         raise TypeError(
-            f"thumbnail() needs a model's FieldFile (e.g. photo.image), got {type(field_file).__name__}."
+            "thumbnail() needs a model's FieldFile (e.g. photo.image), "
+            f"got {type(field_file).__name__}."
         )
     specs = {s.name: s for s in field_specs(field_file.instance, field_file.field.name)}
     spec = specs.get(spec_name)

@@ -39,13 +39,17 @@ def require_service(name: str, url: str) -> None:
     """Skip (locally) or fail (CI) when the service at ``url`` does not answer."""
     parts = urlsplit(url)
     if not port_open(parts.hostname or "127.0.0.1", parts.port or 0):
-        message = f"{name} is not reachable at {parts.hostname}:{parts.port}; scripts/test starts it."
+        message = (
+            f"{name} is not reachable at {parts.hostname}:{parts.port}; scripts/test starts it."
+        )
         if SERVICES_REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
 
 
-def jpeg_bytes(width: int = 320, height: int = 240, color=(200, 80, 40), quality: int = 90) -> bytes:
+def jpeg_bytes(
+    width: int = 320, height: int = 240, color=(200, 80, 40), quality: int = 90
+) -> bytes:
     """A real JPEG of the given size."""
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, "JPEG", quality=quality)
@@ -82,7 +86,9 @@ def postgres_service():
 
 @pytest.fixture(scope="session")
 def rabbitmq_service():
-    require_service("RabbitMQ", os.environ.get("AIS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"))
+    require_service(
+        "RabbitMQ", os.environ.get("AIS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    )
 
 
 def worker_env(**extra: str) -> dict[str, str]:
@@ -118,12 +124,26 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-                "--pool=solo", "--loglevel=INFO", "-Q", self.queue,
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-                "-n", f"ais-{os.getpid()}-{time.monotonic_ns()}@%h",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "-Q",
+                self.queue,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"ais-{os.getpid()}-{time.monotonic_ns()}@%h",
             ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

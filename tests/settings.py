@@ -56,7 +56,9 @@ if os.environ.get("AIS_DB") == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("AIS_SQLITE_PATH", os.path.join(BASE_TMP, "db.sqlite3")),
-            "TEST": {"NAME": os.environ.get("AIS_SQLITE_PATH", os.path.join(BASE_TMP, "test.sqlite3"))},
+            "TEST": {
+                "NAME": os.environ.get("AIS_SQLITE_PATH", os.path.join(BASE_TMP, "test.sqlite3"))
+            },
         }
     }
 else:
