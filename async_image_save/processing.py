@@ -196,7 +196,7 @@ def make_thumbnails(job_id: str) -> str:
             job, "object_missing", "The object was deleted before its thumbnails were made."
         )
     try:
-        records = generate_thumbnails(instance, job.field_name)
+        records = generate_thumbnails(instance, job.field_name, job.content_type)
     except ImageRejected as exc:
         return _fail(job, exc.code, str(exc))
     except Exception as exc:

@@ -40,11 +40,14 @@ def field_specs(instance: Any, field_name: str) -> list[ThumbnailSpec]:
     return specs_for(instance._meta.label, field_name, is_image_field=isinstance(field, ImageField))
 
 
-def generate_thumbnails(instance: Any, field_name: str) -> list[Thumbnail]:
+def generate_thumbnails(
+    instance: Any, field_name: str, content_type: ContentType | None = None
+) -> list[Thumbnail]:
     """Render every spec of the field from one decode, store and record them.
 
     Writes through the field's own storage. Re-running is safe: an existing
     file under the deterministic name is replaced and its record updated.
+    ``content_type`` saves a lookup when the caller already has it.
     """
     field_file: FieldFile = getattr(instance, field_name)
     specs = field_specs(instance, field_name)
@@ -54,7 +57,7 @@ def generate_thumbnails(instance: Any, field_name: str) -> list[Thumbnail]:
     source_name = field_file.name
     with storage.open(source_name, "rb") as fp:
         rendered = render_thumbnails(fp, specs)
-    content_type = ContentType.objects.get_for_model(type(instance))
+    content_type = content_type or ContentType.objects.get_for_model(type(instance))
     records = []
     for item in rendered:
         name = thumbnail_name(source_name, item.spec, item.extension)

@@ -191,3 +191,14 @@ def wait_for_job(job_id, states=("done", "failed"), timeout: float = 60):
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} still {job.state} after {timeout}s")
+
+
+def noisy_jpeg(width: int, height: int, quality: int = 92, seed: int = 1) -> bytes:
+    """A JPEG that does not compress away (random noise): about 0.8-1 byte per pixel."""
+    import random
+
+    rnd = random.Random(seed)
+    noise = Image.frombytes("RGB", (width, height), rnd.randbytes(width * height * 3))
+    out = io.BytesIO()
+    noise.save(out, "JPEG", quality=quality)
+    return out.getvalue()

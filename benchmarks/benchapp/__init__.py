@@ -1,0 +1,1 @@
+"""Model app for benchmarks/request_cost.py (tables made with migrate --run-syncdb)."""
