@@ -98,10 +98,20 @@ def test_from_simple_uploaded_file():
 def test_from_in_memory_uploaded_file_keeps_charset_and_extra():
     data = b"some bytes" * 100
     upload = InMemoryUploadedFile(
-        io.BytesIO(data), "image", "notes.txt", "text/plain", len(data), "utf-8", {"boundary": "xyz"}
+        io.BytesIO(data),
+        "image",
+        "notes.txt",
+        "text/plain",
+        len(data),
+        "utf-8",
+        {"boundary": "xyz"},
     )
     payload = UploadPayload.from_upload(upload)
-    assert (payload.name, payload.content_type, payload.charset) == ("notes.txt", "text/plain", "utf-8")
+    assert (payload.name, payload.content_type, payload.charset) == (
+        "notes.txt",
+        "text/plain",
+        "utf-8",
+    )
     assert payload.content_type_extra == {"boundary": "xyz"}
     assert bytes(payload.data) == data
     assert payload.sha256 == sha(data)
@@ -639,7 +649,11 @@ optional_text = st.none() | st.text(max_size=60)
 @hsettings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 @given(
     data=st.binary(max_size=200_000),
