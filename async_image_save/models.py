@@ -46,6 +46,7 @@ class ImageJob(models.Model):
     codec = models.CharField(max_length=10, default="msgpack")
     staged_ref = models.CharField(max_length=80, blank=True)
     thumbnails = models.BooleanField(default=True)
+    queue = models.CharField(max_length=200, blank=True)
     saved_name = models.CharField(max_length=500, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -73,9 +73,14 @@ def discard_staged(job: ImageJob) -> None:
         logger.exception("async_image_save could not remove staged payload %s", job.staged_ref)
 
 
+#: Failures an admin can retry: the staged payload is kept (until its TTL) for them.
+RETRYABLE_CODES = frozenset({"storage_error", "thumbnail_error", "broker_unreachable"})
+
+
 def _fail(job: ImageJob, code: str, error: str) -> str:
     status.mark_failed(job.pk, code, error)
-    discard_staged(job)
+    if code not in RETRYABLE_CODES:
+        discard_staged(job)
     return State.FAILED
 
 
@@ -212,3 +217,24 @@ def fail_after_retries(job_id: str, code: str, error: BaseException) -> None:
     job = _load_job(job_id)
     if job is not None:
         _fail(job, code, f"{type(error).__name__}: {error}")
+
+
+def regenerate(model: str, pk: str, field: str) -> int:
+    """Regenerate the thumbnails of one object's field; return how many were made."""
+    from django.apps import apps
+
+    try:
+        model_cls = apps.get_model(model)
+    except (LookupError, ValueError):
+        logger.warning("async_image_save: unknown model %r in a regenerate message", model)
+        return 0
+    instance = model_cls._default_manager.filter(pk=pk).first()
+    if instance is None:
+        return 0
+    try:
+        return len(generate_thumbnails(instance, field))
+    except ImageRejected:
+        logger.warning("async_image_save: %s %s.%s is not a usable image", model, pk, field)
+        return 0
+    except Exception as exc:
+        raise StorageFailure(f"{model}:{pk}", exc) from exc

@@ -110,20 +110,26 @@ def save_image(
         codec=codec,
         staged_ref=stager.ref(job_id.hex) if stager else "",
         thumbnails=thumbnails,
+        queue=queue or conf.ASYNC_IMAGE_SAVE_QUEUE or "",
         task_id=str(uuid.uuid4()),
     )
-    message = {
-        "job_id": job_id.hex,
-        "model": instance._meta.label,
-        "pk": str(instance.pk),
-        "field": field_name,
-        "queue": queue or conf.ASYNC_IMAGE_SAVE_QUEUE,
-        "thumbnails": thumbnails,
-        "task_id": job.task_id,
-    }
+    message = job_message(job, instance._meta.label)
     using = router.db_for_write(ImageJob)
     transaction.on_commit(lambda: dispatch(message, frame, stager), using=using)
     return job
+
+
+def job_message(job: ImageJob, model_label: str | None = None) -> dict[str, Any]:
+    """The task arguments for ``job``: primitives only, re-checked by the worker."""
+    return {
+        "job_id": job.pk.hex,
+        "model": model_label or job.model_label,
+        "pk": job.object_id,
+        "field": job.field_name,
+        "queue": job.queue or None,
+        "thumbnails": job.thumbnails,
+        "task_id": job.task_id,
+    }
 
 
 def dispatch(message: dict[str, Any], frame: bytes, stager: Any) -> None:
@@ -142,15 +148,13 @@ def dispatch(message: dict[str, Any], frame: bytes, stager: Any) -> None:
             body = frame
         publish(message, body)
     except Exception as exc:  # any broker or staging client error ends the same way
+        # A payload staged before the publish failed is kept: the admin's "Retry"
+        # action and async_image_save_recover can still send it.
         logger.exception("async_image_save could not queue job %s", job_id)
-        if stager is not None:
-            try:
-                stager.delete(job_id)
-            except Exception:
-                logger.exception("async_image_save could not remove staged payload of %s", job_id)
         status.mark_failed(
             job_id,
             "broker_unreachable",
             f"The job could not be queued ({type(exc).__name__}: {exc}). Check that the Celery "
-            "broker (and the staging store) is reachable; the upload must be sent again.",
+            "broker (and the staging store) is reachable; a staged upload can be retried, "
+            "an inline one must be uploaded again.",
         )

@@ -90,6 +90,10 @@ class Stager(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
 
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is still stored."""
+
     def ref(self, key: str) -> str:
         """The reference a message carries for ``key``."""
         return f"{self.scheme}:{key}"
@@ -122,6 +126,9 @@ class RedisStager(Stager):
 
     def delete(self, key: str) -> None:
         self.client.delete(self.prefix + key)
+
+    def exists(self, key: str) -> bool:
+        return bool(self.client.exists(self.prefix + key))
 
 
 class DirectoryStager(Stager):
@@ -157,6 +164,9 @@ class DirectoryStager(Stager):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._file(key))
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._file(key))
 
 
 _cache: dict[tuple[str, ...], Stager] = {}

@@ -79,3 +79,22 @@ def publish(message: dict[str, Any], body: bytes | str) -> None:
             "interval_max": 1,
         },
     )
+
+
+def publish_thumbnails(job_id: str, queue: str | None) -> None:
+    """Send only the thumbnail task of an already saved job."""
+    options: dict[str, Any] = {"serializer": MESSAGE_SERIALIZER}
+    if queue:
+        options["queue"] = queue
+    make_thumbnails.apply_async((job_id,), **options)
+
+
+@shared_task(name="async_image_save.regenerate_thumbnails", **_TASK_OPTIONS)
+def regenerate_thumbnails(self: Any, model: str, pk: str, field: str) -> int:
+    """Make the thumbnails of ``model``/``pk``/``field`` again (no job involved)."""
+    try:
+        return processing.regenerate(model, pk, field)
+    except processing.StorageFailure as exc:
+        if self.request.retries >= conf.ASYNC_IMAGE_SAVE_MAX_RETRIES:
+            raise exc.cause from exc
+        raise self.retry(exc=exc, countdown=conf.ASYNC_IMAGE_SAVE_RETRY_BACKOFF) from exc

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import socket
 import statistics
@@ -36,7 +37,7 @@ KiB, MiB = 1024, 1024 * 1024
 SIZES = {"100KB": 100 * KiB, "1MB": MiB, "5MB": 5 * MiB, "20MB": 20 * MiB}
 ITERATIONS = {"100KB": 25, "1MB": 25, "5MB": 15, "20MB": 8}
 QUICK_ITERATIONS = {"100KB": 7, "1MB": 7, "5MB": 5, "20MB": 3}
-VARIANTS = ("floor", "save_image", "inline", "fs_sync", "s3_sync")
+VARIANTS = ("floor", "save_image", "apply_async", "fs_sync", "s3_sync")
 KINDS = ("memory", "tempfile")
 
 
@@ -44,12 +45,6 @@ KINDS = ("memory", "tempfile")
 def echo(data: bytes) -> int:
     """Baseline task: a plain apply_async carrying the bytes inline (never run here)."""
     return len(data)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pg_params() -> dict[str, str]:
@@ -66,15 +61,8 @@ def pg_admin(sql: str) -> None:
     """Run one statement on the server's ``postgres`` database, outside a transaction."""
     import psycopg
 
-    pg = pg_params()
-    with psycopg.connect(
-        host=pg["HOST"],
-        port=pg["PORT"],
-        user=pg["USER"],
-        password=pg["PASSWORD"],
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
+    params = {key.lower(): value for key, value in pg_params().items()}
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
         conn.execute(sql)
 
 
@@ -103,7 +91,6 @@ def configure_django(tmp: Path, db_name: str | None) -> None:
         ASYNC_IMAGE_SAVE_QUEUE=QUEUE,
         ASYNC_IMAGE_SAVE_STAGING_PREFIX=PREFIX + "payload:",
         ASYNC_IMAGE_SAVE_STAGING_DIR=str(tmp / "staging"),
-        ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES=0,
     )
     django.setup()
 
@@ -182,6 +169,7 @@ class Bench:
         return lambda: self.redis.delete(PREFIX + "floor")
 
     def save_image(self, upload, label: str):
+        """The real thing, outside a transaction: it commits and publishes before returning."""
         from async_image_save import save_image
         from async_image_save.staging import resolve_ref
 
@@ -192,17 +180,19 @@ class Bench:
             return lambda: stager.delete(key)
         return lambda: None
 
-    def inline(self, upload, label: str):
+    def apply_async(self, upload, label: str):
         """A plain apply_async with the bytes inline, msgpack-serialized."""
         upload.seek(0)
         echo.apply_async(args=(upload.read(),), serializer="msgpack", queue=QUEUE)
         return lambda: None
 
     def fs_sync(self, upload, label: str):
+        """A synchronous save to FileSystemStorage (a temporary upload is moved, not copied)."""
         name = self.fs.save("photos/photo.jpg", upload)
         return lambda: self.fs.delete(name)
 
     def s3_sync(self, upload, label: str):
+        """A synchronous save through django-storages' S3Storage to moto on loopback."""
         name = self.s3.save("photos/photo.jpg", upload)
         return lambda: self.s3.delete(name)
 
@@ -254,7 +244,9 @@ def start_s3(tmp: Path):
     import boto3
     from storages.backends.s3 import S3Storage
 
-    port = free_port()
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     log = open(tmp / "moto.log", "wb")  # noqa: SIM115 - owned by the subprocess
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -300,28 +292,28 @@ def verdict(label: str, med: dict[str, float]) -> str:
 
 def print_table(broker: str, url: str, result: dict, sizes: dict[str, int], paths: dict) -> None:
     """One table: medians in ms and the ratios the targets are stated in."""
-    print(f"\n== broker {broker} ({url}); medians in ms ==")
-    head = ("size", "bytes", "upload", "path", "n", *VARIANTS, "si/floor", "si/inline", "si/s3")
-    fmt = "{:<6}{:>9} {:<9}{:<7}{:>3}" + "{:>11}" * 5 + "{:>9}{:>10}{:>7}  {}"
+    from async_image_save.staging import get_stager, inline_max_bytes
+
+    print(
+        f"\n== broker {broker} ({url}): payloads up to {inline_max_bytes()} B go inline, larger "
+        f"are staged in {get_stager().scheme}; medians in ms =="
+    )
+    head = ("size", "bytes", "upload", "path", "n", *VARIANTS, "si/floor", "si/apply", "si/s3")
+    fmt = "{:<6}{:>9} {:<9}{:<7}{:>3}" + "{:>12}" * 5 + "{:>9}{:>9}{:>7}  {}"
     print(fmt.format(*head, "target"))
     for label, kinds in result.items():
         for kind, samples in kinds.items():
             med = {v: statistics.median(s) for v, s in samples.items()}
-            si = med["save_image"]
-            print(
-                fmt.format(
-                    label,
-                    sizes[label],
-                    kind,
-                    paths.get(f"{label}/{kind}", "?"),
-                    len(samples["floor"]),
-                    *(f"{med[v]:.2f}" for v in VARIANTS),
-                    f"{si / med['floor']:.2f}",
-                    f"{si / med['inline']:.2f}",
-                    f"{si / med['s3_sync']:.2f}",
-                    verdict(label, med),
-                )
-            )
+            ratios = [med["save_image"] / med[v] for v in ("floor", "apply_async", "s3_sync")]
+            row = [
+                label,
+                sizes[label],
+                kind,
+                paths.get(f"{label}/{kind}", "?"),
+                len(samples["floor"]),
+            ]
+            row += [f"{med[v]:.2f}" for v in VARIANTS] + [f"{r:.2f}" for r in ratios]
+            print(fmt.format(*row, verdict(label, med)))
 
 
 def profile(bench: Bench, data: bytes, calls: int = 20) -> None:
@@ -341,6 +333,16 @@ def profile(bench: Bench, data: bytes, calls: int = 20) -> None:
     pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
 
 
+def meta() -> dict[str, str]:
+    """Versions and machine, for the JSON dump."""
+    from importlib.metadata import version
+
+    packages = ("Django", "celery", "kombu", "redis", "amqp", "psycopg", "msgpack", "moto")
+    info = {name: version(name) for name in packages}
+    info.update(python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count())
+    return info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
@@ -348,7 +350,9 @@ def main() -> None:
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--brokers", default="redis,rabbitmq", help="comma-separated")
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated labels")
-    parser.add_argument("--profile", metavar="SIZE", help="only cProfile save_image at SIZE")
+    parser.add_argument(
+        "--profile", choices=SIZES, help="only cProfile 20 save_image calls (first broker)"
+    )
     parser.add_argument(
         "--redis-url", default=os.environ.get("AIS_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
@@ -358,9 +362,12 @@ def main() -> None:
     args = parser.parse_args()
     urls = {"redis": args.redis_url, "rabbitmq": args.amqp_url}
     labels = [args.profile] if args.profile else args.sizes.split(",")
+    brokers = args.brokers.split(",")[: 1 if args.profile else None]
+    if not set(labels) <= set(SIZES) or not set(brokers) <= set(urls):
+        parser.error(f"sizes are {', '.join(SIZES)}; brokers are redis, rabbitmq")
     tmp = Path(tempfile.mkdtemp(prefix="ais-bench-"))
     db_name = f"bench_ais_{RUN}" if args.db == "postgres" else None
-    moto, report = None, {"run": RUN, "sizes": {}, "paths": {}, "samples": {}}
+    moto, report = None, {"run": RUN, "meta": meta(), "sizes": {}, "paths": {}, "samples": {}}
     if db_name:
         pg_admin(f'CREATE DATABASE "{db_name}"')
     try:
@@ -373,7 +380,7 @@ def main() -> None:
         inputs = {label: jpeg_of_size(SIZES[label]) for label in labels}
         report["sizes"] = {label: len(data) for label, data in inputs.items()}
         iterations = QUICK_ITERATIONS if args.quick else ITERATIONS
-        for broker in ["redis"] if args.profile else args.brokers.split(","):
+        for broker in brokers:
             bench = Bench(make_celery(urls[broker]), args.redis_url, tmp / "fs", s3)
             try:
                 if args.profile:
@@ -399,9 +406,11 @@ def main() -> None:
             moto.terminate()
             moto.wait(10)
         if db_name:
+            from django.conf import settings
             from django.db import connections
 
-            connections.close_all()
+            if settings.configured:
+                connections.close_all()
             pg_admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
 

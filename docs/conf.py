@@ -38,7 +38,6 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_default_options = {"show-inheritance": False}
 
 primary_domain = "py"
 default_role = "literal"

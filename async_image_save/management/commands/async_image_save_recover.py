@@ -1,0 +1,46 @@
+"""``manage.py async_image_save_recover --older-than 15m [--dry-run] [--retry-failed]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from async_image_save.durations import parse_duration
+from async_image_save.models import ImageJob
+from async_image_save.recovery import recover_stale, retry_job
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-send stale jobs whose payload is still retrievable and mark the others failed "
+        "(message_lost). --older-than must exceed your longest queue wait."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--older-than", default="15m", help="e.g. 90s, 15m, 2h (default 15m)")
+        parser.add_argument("--dry-run", action="store_true", help="Show what would be done.")
+        parser.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="Also re-send failed jobs whose file or staged payload still exists.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            older_than = parse_duration(options["older_than"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        dry_run = options["dry_run"]
+        actions = recover_stale(older_than, dry_run=dry_run)
+        if options["retry_failed"]:
+            failed = ImageJob.objects.filter(state=ImageJob.State.FAILED)
+            actions += [
+                a for a in (retry_job(j, dry_run=dry_run) for j in failed) if a.action != "skipped"
+            ]
+        prefix = "[dry run] " if dry_run else ""
+        for item in actions:
+            self.stdout.write(
+                f"{prefix}{item.action}: {item.job.pk} ({item.job.source_name}): {item.reason}"
+            )
+        self.stdout.write(f"{prefix}{len(actions)} job(s) handled.")

@@ -1,0 +1,77 @@
+"""``manage.py regenerate_thumbnails [app_label.Model.field] [--missing-only] [--sync]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+from django.db import models
+
+from async_image_save.models import Thumbnail
+from async_image_save.thumbnails import field_specs, generate_thumbnails
+
+
+def _targets(label: str | None) -> list[tuple[type[models.Model], str]]:
+    if label:
+        try:
+            app_label, model_name, field_name = label.split(".")
+            model = apps.get_model(app_label, model_name)
+            field = model._meta.get_field(field_name)
+        except (ValueError, LookupError) as exc:
+            raise CommandError(
+                f"{label!r} is not an app_label.Model.field with a file field: {exc}"
+            ) from exc
+        if not isinstance(field, models.FileField):
+            raise CommandError(f"{label} is not a FileField or ImageField.")
+        return [(model, field_name)]
+    return [
+        (model, f.name)
+        for model in apps.get_models()
+        for f in model._meta.concrete_fields
+        if isinstance(f, models.ImageField)
+    ]
+
+
+class Command(BaseCommand):
+    help = "Regenerate thumbnails, in batches through Celery or in this process with --sync."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "target", nargs="?", help="app_label.Model.field (default: all image fields)"
+        )
+        parser.add_argument("--missing-only", action="store_true", help="Skip complete objects.")
+        parser.add_argument(
+            "--sync", action="store_true", help="Generate here instead of in workers."
+        )
+        parser.add_argument("--batch-size", type=int, default=500)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from async_image_save.tasks import regenerate_thumbnails
+
+        total = 0
+        for model, field_name in _targets(options["target"]):
+            queryset = model._default_manager.exclude(**{field_name: ""}).exclude(
+                **{f"{field_name}__isnull": True}
+            )
+            count = queryset.count()
+            for index, obj in enumerate(queryset.iterator(chunk_size=options["batch_size"]), 1):
+                field_file = getattr(obj, field_name)
+                specs = field_specs(obj, field_name)
+                if not specs:
+                    break
+                if options["missing_only"]:
+                    have = Thumbnail.objects.filter(source_name=field_file.name).count()
+                    if have >= len(specs):
+                        continue
+                if options["sync"]:
+                    generate_thumbnails(obj, field_name)
+                else:
+                    regenerate_thumbnails.apply_async(
+                        (model._meta.label, str(obj.pk), field_name), serializer="msgpack"
+                    )
+                total += 1
+                self.stdout.write(f"\r{model._meta.label}.{field_name}: {index}/{count}", ending="")
+            self.stdout.write("")
+        verb = "regenerated" if options["sync"] else "queued"
+        self.stdout.write(self.style.SUCCESS(f"{total} image(s) {verb}."))

@@ -1,0 +1,112 @@
+"""Retrying failed jobs and recovering stale ones (admin action and management commands)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from async_image_save import status
+from async_image_save.models import ImageJob
+from async_image_save.staging import resolve_ref
+
+logger = logging.getLogger("async_image_save")
+State = ImageJob.State
+
+
+@dataclass(frozen=True)
+class RecoveryAction:
+    """What recovery did (or, in a dry run, would do) with one job."""
+
+    job: ImageJob
+    action: str  # "requeued", "thumbnails_requeued", "failed", "skipped"
+    reason: str
+
+
+def payload_available(job: ImageJob) -> bool:
+    """Whether the job's upload bytes can still be had (a staged payload that still exists).
+
+    Inline payloads live only inside the broker message, so they cannot be re-sent.
+    """
+    if not job.staged_ref:
+        return False
+    try:
+        stager, key = resolve_ref(job.staged_ref)
+        return stager.exists(key)
+    except Exception:
+        logger.exception("async_image_save could not check staged payload of job %s", job.pk)
+        return False
+
+
+def _publish_again(job: ImageJob, *, thumbnails_only: bool) -> None:
+    from async_image_save.saving import job_message
+    from async_image_save.tasks import publish, publish_thumbnails
+
+    if thumbnails_only:
+        publish_thumbnails(job.pk.hex, job.queue or None)
+    else:
+        publish(job_message(job), job.staged_ref)
+
+
+def retry_job(job: ImageJob, *, dry_run: bool = False) -> RecoveryAction:
+    """Send a failed job again if it can be: its file saved (thumbnails) or its payload staged."""
+    if job.state != State.FAILED:
+        return RecoveryAction(job, "skipped", f"the job is {job.state}, not failed")
+    if job.saved_name:
+        if not dry_run and status.transition(
+            job.pk, (State.FAILED,), State.SAVED, error="", error_code=""
+        ):
+            _publish_again(job, thumbnails_only=True)
+        return RecoveryAction(
+            job, "thumbnails_requeued", "the file is saved; thumbnails are made again"
+        )
+    if not payload_available(job):
+        return RecoveryAction(
+            job,
+            "skipped",
+            "the upload's bytes are gone (inline payload, or staged payload expired)",
+        )
+    if not dry_run and status.transition(
+        job.pk, (State.FAILED,), State.PENDING, error="", error_code=""
+    ):
+        _publish_again(job, thumbnails_only=False)
+    return RecoveryAction(job, "requeued", "the staged payload is sent again")
+
+
+def stale_jobs(older_than: timedelta) -> QuerySet[ImageJob]:
+    """Unfinished jobs not updated for ``older_than``."""
+    cutoff = timezone.now() - older_than
+    return ImageJob.objects.filter(
+        state__in=(State.PENDING, State.SAVED), updated_at__lt=cutoff
+    ).order_by("created_at")
+
+
+def recover_stale(older_than: timedelta, *, dry_run: bool = False) -> list[RecoveryAction]:
+    """Re-send stale jobs whose payload is retrievable; fail those whose message is lost.
+
+    Re-sending is safe: workers skip a job that is no longer pending. ``older_than``
+    must exceed the longest time a message can wait in the queue, or inline jobs
+    still queued would be failed.
+    """
+    actions = []
+    for job in stale_jobs(older_than).select_related("content_type"):
+        if job.state == State.SAVED:
+            if not dry_run:
+                _publish_again(job, thumbnails_only=True)
+            actions.append(RecoveryAction(job, "thumbnails_requeued", "saved but never finished"))
+        elif payload_available(job):
+            if not dry_run:
+                _publish_again(job, thumbnails_only=False)
+            actions.append(RecoveryAction(job, "requeued", "its staged payload is sent again"))
+        else:
+            reason = (
+                f"no worker finished it within {older_than} and its payload cannot be "
+                "re-sent (inline in a lost message, or staged and expired); upload it again"
+            )
+            if not dry_run:
+                status.mark_failed(job.pk, "message_lost", reason)
+            actions.append(RecoveryAction(job, "failed", reason))
+    return actions

@@ -1,0 +1,84 @@
+"""The job status endpoint a page polls: ``GET jobs/<uuid>/`` -> JSON.
+
+A job is shown to its owner, to staff, and to the browser session that
+started it (for anonymous uploads, see :func:`remember_job`). Anyone else gets
+404, not 403, so job ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from async_image_save.models import ImageJob, Thumbnail
+
+SESSION_KEY = "async_image_save_jobs"
+#: How many job ids a session remembers (the oldest are forgotten first).
+SESSION_MAX_JOBS = 200
+
+
+def remember_job(request: HttpRequest, job: ImageJob) -> None:
+    """Let this browser session poll ``job`` even when the user is anonymous."""
+    session = getattr(request, "session", None)
+    if session is None:
+        return
+    jobs = [j for j in session.get(SESSION_KEY, []) if j != job.pk.hex]
+    jobs.append(job.pk.hex)
+    session[SESSION_KEY] = jobs[-SESSION_MAX_JOBS:]
+
+
+def can_view(request: HttpRequest, job: ImageJob) -> bool:
+    """Owner, staff, or the session that started the job."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and (user.is_staff or job.owner_id == user.pk):
+        return True
+    session = getattr(request, "session", None)
+    return session is not None and job.pk.hex in session.get(SESSION_KEY, [])
+
+
+def stage(job: ImageJob) -> str:
+    """A finer progress label than the state: queued, saving, thumbnails, done, failed."""
+    if job.state == ImageJob.State.PENDING:
+        return "saving" if job.attempts else "queued"
+    if job.state == ImageJob.State.SAVED:
+        return "thumbnails"
+    return str(job.state)
+
+
+def job_payload(job: ImageJob) -> dict[str, Any]:
+    """The JSON body for ``job``: state, stage, error and, once saved, URLs."""
+    body: dict[str, Any] = {
+        "id": str(job.pk),
+        "state": job.state,
+        "stage": stage(job),
+        "finished": job.is_finished,
+        "attempts": job.attempts,
+        "error_code": job.error_code or None,
+        "error": job.error or None,
+        "image": None,
+        "thumbnails": {},
+    }
+    model = job.content_type.model_class()
+    if job.saved_name and model is not None:
+        storage = model._meta.get_field(job.field_name).storage
+        body["image"] = {"name": job.saved_name, "url": storage.url(job.saved_name)}
+        for thumb in Thumbnail.objects.filter(source_name=job.saved_name):
+            body["thumbnails"][thumb.spec] = {
+                "url": storage.url(thumb.name),
+                "width": thumb.width,
+                "height": thumb.height,
+            }
+    return body
+
+
+@never_cache
+@require_GET
+def job_status(request: HttpRequest, job_id: Any) -> JsonResponse:
+    """JSON status of one job, for its owner, staff or its session; 404 for anyone else."""
+    job = ImageJob.objects.select_related("content_type").filter(pk=job_id).first()
+    if job is None or not can_view(request, job):
+        raise Http404("No such job.")
+    return JsonResponse(job_payload(job))
