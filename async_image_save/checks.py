@@ -87,6 +87,22 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         error_id="async_image_save.E005",
     )
     errors += _int_setting(
+        "ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES",
+        conf.ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES,
+        minimum=0,
+        error_id="async_image_save.E006",
+    )
+    for name in ("ASYNC_IMAGE_SAVE_RETRY_BACKOFF", "ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX"):
+        value = getattr(conf, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            errors.append(
+                checks.Error(
+                    f"{name} must be a number of seconds (0 or more), got {value!r}.",
+                    hint=f"Set {name} to e.g. 2, or remove it to use the default.",
+                    id="async_image_save.E006",
+                )
+            )
+    errors += _int_setting(
         "ASYNC_IMAGE_SAVE_MAX_RETRIES",
         conf.ASYNC_IMAGE_SAVE_MAX_RETRIES,
         minimum=0,

@@ -65,18 +65,27 @@ def open_image(fp: IO[bytes]) -> Image.Image:
 
 
 def validate_image(data: bytes | memoryview) -> tuple[str, int, int]:
-    """Check that ``data`` is an accepted image; return (format, width, height).
+    """Check that ``data`` is a complete, accepted image; return (format, width, height).
 
-    Runs Pillow's ``verify()`` (structure and checksums, no full decode) under
-    the decompression-bomb limits.
+    Runs Pillow's ``verify()`` (structure and checksums), then decodes the pixels
+    (JPEG at 1/8 scale, which still reads every entropy-coded byte) so that a
+    truncated file is refused before anything is stored. Decompression-bomb
+    limits apply to both steps.
     """
     with _bomb_guard():
         image = open_image(io.BytesIO(data))
         try:
             image.verify()
-        except Exception as exc:  # verify() raises assorted types for broken files
+            image = open_image(io.BytesIO(data))
+            facts = (str(image.format), image.width, image.height)
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+        except ImageRejected:
+            raise
+        except Exception as exc:  # Pillow raises assorted types for broken files
             raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
-    return str(image.format), image.width, image.height
+    return facts
 
 
 def _scale_needed(spec: ThumbnailSpec, width: int, height: int) -> float:
@@ -124,20 +133,36 @@ def _encode(
     return out.getvalue(), _EXTENSIONS[fmt]
 
 
-def _fit(image: Image.Image, spec: ThumbnailSpec, scale: float) -> Image.Image:
+def _intermediate_size(spec: ThumbnailSpec, width: int, height: int) -> tuple[int, int]:
+    """Size before cropping, computed from the original (oriented) size on both axes.
+
+    Computing it from the source dimensions, not from a draft-reduced
+    intermediate, keeps outputs exact whatever scale the JPEG was decoded at.
+    """
     if spec.fit == "fill":
-        target = (spec.width, spec.height)
-    else:
-        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    if target != image.size:
-        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    if spec.fit == "crop":
-        ax, ay = CROP_ANCHORS[spec.anchor]
-        w, h = min(spec.width, image.width), min(spec.height, image.height)
-        left = round((image.width - w) * ax)
-        top = round((image.height - h) * ay)
-        image = image.crop((left, top, left + w, top + h))
-    return image
+        return spec.width, spec.height
+    scale = _scale_needed(spec, width, height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    if spec.fit == "fit":
+        if scale <= 1.0 or spec.upscale:
+            w, h = min(w, spec.width), min(h, spec.height)
+    elif width * scale >= spec.width - 0.5 and height * scale >= spec.height - 0.5:
+        w, h = max(w, spec.width), max(h, spec.height)  # cover: never short of the box
+    return w, h
+
+
+def _crop(image: Image.Image, spec: ThumbnailSpec) -> Image.Image:
+    ax, ay = CROP_ANCHORS[spec.anchor]
+    w, h = min(spec.width, image.width), min(spec.height, image.height)
+    left = round((image.width - w) * ax)
+    top = round((image.height - h) * ay)
+    return image.crop((left, top, left + w, top + h))
+
+
+def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def render_thumbnails(fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[RenderedThumbnail]:
@@ -159,24 +184,20 @@ def render_thumbnails(fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[Rendere
         # A CMYK profile is wrong once the pixels are converted to RGB.
         icc = None if image.mode == "CMYK" else image.info.get("icc_profile")
         image.seek(0)  # first frame of an animation
-        image.load()
-    image = ImageOps.exif_transpose(image)
-    image = _normalise_mode(image)
-    base_width = width
+        try:
+            image.load()
+        except Exception as exc:
+            raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
+    working = _normalise_mode(ImageOps.exif_transpose(image))
     results: list[RenderedThumbnail] = []
-    working = image
     for spec in ordered:
-        scale = _scale_needed(spec, width, height)
-        # Scale relative to the current intermediate, which may already be smaller.
-        relative = scale * base_width / working.width
-        if spec.fit != "fill" and relative < 1.0:
-            working = working.resize(
-                (max(1, round(working.width * relative)), max(1, round(working.height * relative))),
-                Image.Resampling.BICUBIC,
-                reducing_gap=2.0,
-            )
-            relative = 1.0
-        output = _fit(working, spec, relative)
+        size = _intermediate_size(spec, width, height)
+        if spec.fit == "fill":
+            output = _resize(working, size)  # distorted: never cascade from it
+        else:
+            # Each spec is smaller than the last, so shrink the shared intermediate.
+            working = _resize(working, size)
+            output = _crop(working, spec) if spec.fit == "crop" else working
         data, extension = _encode(output, spec, source_format, icc)
         results.append(RenderedThumbnail(spec, data, output.width, output.height, extension))
     return results

@@ -82,6 +82,7 @@ class Thumbnail(models.Model):
     field_name = models.CharField(max_length=100)
     source_name = models.CharField(max_length=500)
     spec = models.CharField(max_length=100)
+    spec_hash = models.CharField(max_length=16)
     name = models.CharField(max_length=500)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()

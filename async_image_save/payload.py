@@ -49,21 +49,32 @@ def sanitize_name(name: str | None) -> str:
     """Return a safe base file name: no directories, control characters or leading dots.
 
     The storage applies its own ``get_valid_name`` afterwards; this removes what
-    must never reach it (path traversal, NULs, newlines, overlong names).
+    must never reach it (path traversal, NULs, newlines, names over
+    ``MAX_NAME_LENGTH`` UTF-8 bytes). Idempotent: a worker re-sanitizing a name
+    gets the same name the web process recorded.
     """
-    text = unicodedata.normalize("NFC", str(name or ""))
+    text = str(name or "")
+    for _ in range(4):  # a fixpoint: each pass can only shorten or normalise
+        cleaned = _sanitize_once(text)
+        if cleaned == text:
+            break
+        text = cleaned
+    return text or "upload"
+
+
+def _sanitize_once(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
     text = text.strip().lstrip(".").strip()
-    if not text:
-        return "upload"
-    if len(text) > MAX_NAME_LENGTH:
+    if len(text.encode("utf-8")) > MAX_NAME_LENGTH:
         stem, dot, ext = text.rpartition(".")
-        if dot and 0 < len(ext) <= 10:
-            text = stem[: MAX_NAME_LENGTH - len(ext) - 1] + "." + ext
-        else:
-            text = text[:MAX_NAME_LENGTH]
-    return text
+        if not (dot and 0 < len(ext.encode("utf-8")) <= 16):
+            stem, ext = text, ""
+        budget = MAX_NAME_LENGTH - (len(ext.encode("utf-8")) + 1 if ext else 0)
+        stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip()
+        text = f"{stem}.{ext}" if ext else stem
+    return unicodedata.normalize("NFC", text).strip()
 
 
 @dataclass(frozen=True)

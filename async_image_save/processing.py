@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, models
 
 from async_image_save import status
@@ -23,7 +24,7 @@ from async_image_save.exceptions import (
 from async_image_save.imaging import validate_image
 from async_image_save.models import ImageJob
 from async_image_save.payload import UploadPayload, decode
-from async_image_save.signals import image_saved, thumbnails_ready
+from async_image_save.signals import image_saved, send_robust, thumbnails_ready
 from async_image_save.staging import resolve_ref
 from async_image_save.thumbnails import field_specs, generate_thumbnails
 
@@ -84,6 +85,24 @@ def _fail(job: ImageJob, code: str, error: str) -> str:
     return State.FAILED
 
 
+def _unpack(job: ImageJob, body: bytes | str) -> UploadPayload:
+    """Fetch (if staged), decode, verify and validate the payload of ``job``.
+
+    An unreachable staging store is a :class:`StorageFailure` (retried); every
+    other problem raises the library error that names it.
+    """
+    try:
+        frame = _read_frame(body)
+    except (PayloadMissing, PayloadDecodeError, ImproperlyConfigured):
+        raise
+    except Exception as exc:  # redis-py connection errors and the like
+        raise StorageFailure(str(job.pk), exc) from exc
+    payload = decode(frame)
+    payload.verify(job.sha256)
+    validate_image(payload.data)
+    return payload
+
+
 def _matches_message(job: ImageJob, model: str, pk: str, field: str) -> bool:
     model_cls = job.content_type.model_class()
     return (
@@ -115,9 +134,9 @@ def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: s
         )
     status.count_attempt(job.pk)
     try:
-        payload = decode(_read_frame(body))
-        payload.verify(job.sha256)
-        validate_image(payload.data)
+        payload = _unpack(job, body)
+    except ImproperlyConfigured as exc:
+        return _fail(job, "staging_misconfigured", str(exc))
     except PayloadMissing as exc:
         return _fail(job, "payload_missing", str(exc))
     except PayloadDecodeError as exc:
@@ -134,8 +153,13 @@ def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: s
         return State.FAILED
     if status.mark_saved(job.pk, name):
         job.refresh_from_db()
-        image_saved.send(
-            sender=type(instance), job=job, instance=instance, field_name=job.field_name, name=name
+        send_robust(
+            image_saved,
+            sender=type(instance),
+            job=job,
+            instance=instance,
+            field_name=job.field_name,
+            name=name,
         )
     discard_staged(job)
     if not job.thumbnails or not field_specs(instance, job.field_name):
@@ -152,14 +176,16 @@ def _store(job: ImageJob, instance: models.Model, payload: UploadPayload) -> str
     """
     field = instance._meta.get_field(job.field_name)
     storage = field.storage
-    name = storage.get_available_name(
-        field.generate_filename(instance, payload.name), max_length=field.max_length
-    )
+    name = None
     upload = payload.to_upload()
     try:
+        name = storage.get_available_name(
+            field.generate_filename(instance, payload.name), max_length=field.max_length
+        )
         stored = storage.save(name, upload, max_length=field.max_length)
     except Exception as exc:
-        _remove_quietly(storage, name)
+        if name is not None:
+            _remove_quietly(storage, name)
         raise StorageFailure(str(job.pk), exc) from exc
     finally:
         upload.close()
@@ -208,7 +234,7 @@ def make_thumbnails(job_id: str) -> str:
         raise StorageFailure(job_id, exc) from exc
     if status.mark_done(job.pk):
         job.refresh_from_db()
-        thumbnails_ready.send(sender=type(instance), job=job, thumbnails=records)
+        send_robust(thumbnails_ready, sender=type(instance), job=job, thumbnails=records)
     return State.DONE
 
 

@@ -115,7 +115,7 @@ def save_image(
     )
     message = job_message(job, instance._meta.label)
     using = router.db_for_write(ImageJob)
-    transaction.on_commit(lambda: dispatch(message, frame, stager), using=using)
+    transaction.on_commit(lambda: dispatch(message, frame, stager, job), using=using)
     return job
 
 
@@ -132,7 +132,9 @@ def job_message(job: ImageJob, model_label: str | None = None) -> dict[str, Any]
     }
 
 
-def dispatch(message: dict[str, Any], frame: bytes, stager: Any) -> None:
+def dispatch(
+    message: dict[str, Any], frame: bytes, stager: Any, job: ImageJob | None = None
+) -> None:
     """Stage the payload if needed and publish the task chain; on failure, fail the job.
 
     Runs after commit, so the worker always finds the committed job row.
@@ -151,10 +153,15 @@ def dispatch(message: dict[str, Any], frame: bytes, stager: Any) -> None:
         # A payload staged before the publish failed is kept: the admin's "Retry"
         # action and async_image_save_recover can still send it.
         logger.exception("async_image_save could not queue job %s", job_id)
-        status.mark_failed(
-            job_id,
-            "broker_unreachable",
+        error = (
             f"The job could not be queued ({type(exc).__name__}: {exc}). Check that the Celery "
             "broker (and the staging store) is reachable; a staged upload can be retried, "
-            "an inline one must be uploaded again.",
+            "an inline one must be uploaded again."
         )
+        status.mark_failed(job_id, "broker_unreachable", error)
+        if job is not None:  # the caller's object says so too (outside a transaction)
+            job.state, job.error_code, job.error = (
+                ImageJob.State.FAILED,
+                "broker_unreachable",
+                error,
+            )

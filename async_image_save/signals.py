@@ -7,7 +7,12 @@ do not send it twice.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("async_image_save")
 
 # Sent after the upload is stored and the model field saved.
 # kwargs: sender (the model class), job (ImageJob), instance, field_name, name (stored name)
@@ -20,3 +25,10 @@ thumbnails_ready = Signal()
 # Sent when a job ends failed.
 # kwargs: sender (ImageJob), job (ImageJob), code (str), error (str)
 image_failed = Signal()
+
+
+def send_robust(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal``; a receiver that raises is logged and cannot break the pipeline."""
+    for receiver, result in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("async_image_save: signal receiver %r raised", receiver, exc_info=result)

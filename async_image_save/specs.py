@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from PIL import ImageColor
 
 from async_image_save.conf import conf
 
@@ -88,8 +89,16 @@ class ThumbnailSpec:
                     f"{where}: 'format' must be one of {FORMATS}, got {fmt!r}."
                 )
         quality = options.get("quality", 85)
-        if not isinstance(quality, int) or not 1 <= quality <= 100:
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
             raise ImproperlyConfigured(f"{where}: 'quality' must be an int from 1 to 100.")
+        background = str(options.get("background", "#ffffff"))
+        try:
+            ImageColor.getrgb(background)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{where}: 'background' {background!r} is not a colour Pillow knows "
+                "(use e.g. '#ffffff' or 'white')."
+            ) from None
         return cls(
             name=name,
             width=size[0],
@@ -100,7 +109,7 @@ class ThumbnailSpec:
             quality=quality,
             upscale=bool(options.get("upscale", False)),
             progressive=bool(options.get("progressive", False)),
-            background=str(options.get("background", "#ffffff")),
+            background=background,
         )
 
     @property

@@ -24,7 +24,7 @@ from async_image_save.exceptions import PayloadDecodeError, PayloadMissing
 
 KiB = 1024
 MiB = 1024 * KiB
-_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+_KEY_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,6 @@ def get_stager(scheme: str | None = None) -> Stager:
 def resolve_ref(ref: str) -> tuple[Stager, str]:
     """Split a message's staging reference into its stager and key, validating both."""
     scheme, _, key = str(ref).partition(":")
-    if scheme not in ("redis", "directory") or not _KEY_RE.match(key):
+    if scheme not in ("redis", "directory") or not _KEY_RE.fullmatch(key):
         raise PayloadDecodeError(f"Malformed staging reference {ref!r}.", code="bad_reference")
     return get_stager(scheme), key

@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from async_image_save.models import ImageJob
-from async_image_save.signals import image_failed
+from async_image_save.signals import image_failed, send_robust
 
 logger = logging.getLogger("async_image_save")
 
@@ -60,5 +60,5 @@ def mark_failed(job_id: Any, code: str, error: str) -> bool:
         logger.warning("async_image_save job %s failed (%s): %s", job_id, code, error)
         job = ImageJob.objects.filter(pk=job_id).first()
         if job is not None:
-            image_failed.send(sender=ImageJob, job=job, code=code, error=error)
+            send_robust(image_failed, sender=ImageJob, job=job, code=code, error=error)
     return moved

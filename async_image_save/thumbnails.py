@@ -71,6 +71,7 @@ def generate_thumbnails(
                 "content_type": content_type,
                 "object_id": str(instance.pk),
                 "field_name": field_name,
+                "spec_hash": item.spec.digest,
                 "name": stored,
                 "width": item.width,
                 "height": item.height,
@@ -132,7 +133,10 @@ def thumbnail(field_file: FieldFile, spec_name: str) -> ThumbnailFile | Placehol
         )
     record = None
     if field_file.name:
-        record = Thumbnail.objects.filter(source_name=field_file.name, spec=spec_name).first()
+        # The hash makes a changed spec show its placeholder, not the old output.
+        record = Thumbnail.objects.filter(
+            source_name=field_file.name, spec=spec_name, spec_hash=spec.digest
+        ).first()
     if record is None:
         return Placeholder(url=placeholder_url(), width=spec.width, height=spec.height)
     return ThumbnailFile(

@@ -12,6 +12,7 @@ from typing import Any
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django.views.generic.edit import CreateView, UpdateView
 
 from async_image_save.models import ImageJob, Thumbnail
 
@@ -82,3 +83,52 @@ def job_status(request: HttpRequest, job_id: Any) -> JsonResponse:
     if job is None or not can_view(request, job):
         raise Http404("No such job.")
     return JsonResponse(job_payload(job))
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """True when the client asked for JSON (``Accept: application/json``)."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
+class AsyncImageFormViewMixin:
+    """Mixin for Django's generic edit views whose form uses ``AsyncImageForm``.
+
+    Passes the request to the form (so jobs get an owner and the session may
+    poll) and, for ``Accept: application/json`` requests, answers JSON with the
+    object id and its jobs instead of redirecting; invalid forms answer 400 with
+    the form errors.
+    """
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        kwargs = super().get_form_kwargs()  # type: ignore[misc]
+        kwargs["request"] = self.request  # type: ignore[attr-defined]
+        return kwargs
+
+    def form_valid(self, form: Any) -> Any:
+        response = super().form_valid(form)  # type: ignore[misc]
+        if not wants_json(self.request):  # type: ignore[attr-defined]
+            return response
+        from django.urls import reverse
+
+        jobs = {
+            name: {
+                "id": str(job.pk),
+                "state": job.state,
+                "status_url": reverse("async_image_save:job-status", args=[job.pk]),
+            }
+            for name, job in getattr(form, "image_jobs", {}).items()
+        }
+        return JsonResponse({"id": str(self.object.pk), "jobs": jobs}, status=201)  # type: ignore[attr-defined]
+
+    def form_invalid(self, form: Any) -> Any:
+        if wants_json(self.request):  # type: ignore[attr-defined]
+            return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        return super().form_invalid(form)  # type: ignore[misc]
+
+
+class AsyncImageCreateView(AsyncImageFormViewMixin, CreateView):
+    """``CreateView`` whose image uploads are offloaded (the form must use ``AsyncImageForm``)."""
+
+
+class AsyncImageUpdateView(AsyncImageFormViewMixin, UpdateView):
+    """``UpdateView`` whose image uploads are offloaded (the form must use ``AsyncImageForm``)."""

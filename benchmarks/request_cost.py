@@ -83,7 +83,7 @@ def configure_django(tmp: Path, db_name: str | None) -> None:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "async_image_save",
-            "benchmarks.benchapp",
+            "benchmarks",
         ],
         DATABASES={"default": database},
         MEDIA_ROOT=str(tmp / "media"),
@@ -149,7 +149,7 @@ class Bench:
         import redis
         from django.core.files.storage import FileSystemStorage
 
-        from benchmarks.benchapp.models import Photo
+        from benchmarks.models import Photo
 
         self.app, self.s3 = app, s3
         self.redis = redis.Redis.from_url(redis_url)

@@ -120,6 +120,31 @@ def test_e006_max_retries(settings, value):
     assert "ASYNC_IMAGE_SAVE_MAX_RETRIES" in message.msg
 
 
+@pytest.mark.parametrize("value", [-1, "2", 1.0, None])
+def test_e006_publish_max_retries(settings, value):
+    settings.ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES = value
+    message = only(checks.check_limits(), "async_image_save.E006")
+    assert "ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES" in message.msg
+
+
+@pytest.mark.parametrize(
+    "name", ["ASYNC_IMAGE_SAVE_RETRY_BACKOFF", "ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX"]
+)
+@pytest.mark.parametrize("value", [-0.5, "2s", None, True])
+def test_e006_retry_backoff(settings, name, value):
+    setattr(settings, name, value)
+    message = only(checks.check_limits(), "async_image_save.E006")
+    assert name in message.msg
+    assert repr(value) in message.msg
+
+
+@pytest.mark.parametrize("value", [0, 0.5, 10])
+def test_e006_retry_backoff_accepts_numbers(settings, value):
+    settings.ASYNC_IMAGE_SAVE_RETRY_BACKOFF = value
+    settings.ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX = value
+    assert checks.check_limits() == []
+
+
 def test_e003_to_e006_reported_together(settings):
     settings.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES = 0
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = -5

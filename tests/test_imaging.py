@@ -82,7 +82,7 @@ def test_validate_rejects_text():
     "data",
     [
         b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
-        b'<script>alert(1)</script></svg>',
+        b"<script>alert(1)</script></svg>",
         b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="10" height="10"/></svg>',
         b"",
         b"\xff\xd8\xff",  # a JPEG start marker and nothing else
@@ -250,7 +250,9 @@ def test_transparent_png_to_jpeg_is_flattened_on_background():
 
 
 def test_transparent_png_to_jpeg_uses_spec_background():
-    _, image = render_one(read("transparent.png"), spec(100, 100, format="jpeg", background="#000000"))
+    _, image = render_one(
+        read("transparent.png"), spec(100, 100, format="jpeg", background="#000000")
+    )
     r, g, b = image.getpixel((50, 50))
     # (0, 128, 0) at alpha 128 over black -> about (0, 64, 0)
     assert r <= 3 and abs(g - 64) <= 3 and b <= 3

@@ -1,4 +1,4 @@
-"""Unit tests for async_image_save.payload: reading uploads, the frame format, rebuilding uploads."""
+"""Unit tests for async_image_save.payload: reading uploads, the frame, rebuilding uploads."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from django.core.files.uploadedfile import (
     TemporaryUploadedFile,
 )
 from django.test import override_settings
-from hypothesis import HealthCheck, example, given, settings as hsettings
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from async_image_save.exceptions import ChecksumMismatch, PayloadDecodeError, UploadTooLarge
@@ -218,25 +219,17 @@ def test_from_upload_sanitizes_name_of_plain_file():
     assert payload.name == "upload"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sanitize_name is not idempotent, so decode() (which sanitizes again) "
-    "changes a name from_upload produced: a cut at MAX_NAME_LENGTH can end in whitespace, "
-    "and dropping a format char (ZWSP) between a letter and a combining mark leaves non-NFC text.",
-)
 @given(name=st.text(max_size=300))
 @example(name="a" * 199 + " " + "b" * 100)
 @example(name="e\u200b\u0301.jpg")
 def test_sanitize_name_is_idempotent(name):
     once = sanitize_name(name)
     assert sanitize_name(once) == once
+    assert 0 < len(once.encode("utf-8")) <= MAX_NAME_LENGTH
+    assert "/" not in once and "\\" not in once and "\x00" not in once
+    assert not once.startswith(".")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the name a worker decodes differs from the name save_image() recorded "
-    "(sanitize_name not idempotent), e.g. 'a'*199 + ' ' + 'b'*100.",
-)
 @pytest.mark.parametrize("name", ["a" * 199 + " " + "b" * 100, "e\u200b\u0301.jpg"])
 def test_decoded_name_equals_sanitized_upload_name(name):
     payload = UploadPayload.from_upload(File(io.BytesIO(b"data"), name=name))
@@ -623,20 +616,27 @@ def test_to_upload_from_decoded_frame(tmp_path):
         upload.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="BUG: sanitize_name caps names at 200 characters, not bytes; a long multi-byte "
-    "extension makes to_upload()'s TemporaryUploadedFile fail with ENAMETOOLONG.",
+@pytest.mark.parametrize(
+    "name", ["a." + "\u6f22" * 150, "\u6f22" * 300 + ".jpg", "\U0001f600" * 100 + ".png"]
 )
-def test_to_upload_long_multibyte_extension(tmp_path):
+def test_to_upload_long_multibyte_name(tmp_path, name):
+    """Names are capped in UTF-8 bytes, so the temporary file name stays under NAME_MAX."""
     with override_settings(FILE_UPLOAD_MAX_MEMORY_SIZE=10, FILE_UPLOAD_TEMP_DIR=str(tmp_path)):
-        payload = make_payload(b"x" * 100, name="a." + "\u6f22" * 150)
+        payload = make_payload(b"x" * 100, name=name)
         upload = payload.to_upload()
     try:
+        assert isinstance(upload, TemporaryUploadedFile)
         assert upload.read() == b"x" * 100
+        assert len(payload.name.encode("utf-8")) <= MAX_NAME_LENGTH
     finally:
         upload.close()
+
+
+def test_sanitize_name_multibyte_keeps_extension():
+    result = sanitize_name("\u6f22" * 300 + ".jpg")
+    assert result.endswith(".jpg")
+    assert len(result.encode("utf-8")) <= MAX_NAME_LENGTH
+    assert set(result[:-4]) == {"\u6f22"}  # no character cut in half
 
 
 # ---------------------------------------------------------------------------
@@ -672,9 +672,7 @@ def test_round_trip_property(data, name, content_type, charset, extra, codec):
         payload = UploadPayload.from_upload(upload)
         decoded = decode(payload.encode(codec))
     assert payload.name == sanitize_name(name)
-    # decode() sanitizes again; see test_sanitize_name_is_idempotent for why this is not
-    # (yet) ``decoded.name == payload.name`` for every name.
-    assert decoded.name == sanitize_name(payload.name)
+    assert decoded.name == payload.name  # decode() re-sanitizes: must be a no-op
     assert bytes(decoded.data) == data
     assert decoded.size == len(data)
     assert decoded.sha256 == sha(data)

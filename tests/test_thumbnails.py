@@ -70,7 +70,9 @@ def test_thumbnail_name_is_deterministic():
 
 def test_thumbnail_name_changes_with_spec():
     other = ThumbnailSpec(name="small", width=201, height=200)
-    assert thumbnail_name("photos/cat.jpg", SMALL, "jpg") != thumbnail_name("photos/cat.jpg", other, "jpg")
+    assert thumbnail_name("photos/cat.jpg", SMALL, "jpg") != thumbnail_name(
+        "photos/cat.jpg", other, "jpg"
+    )
     renamed = ThumbnailSpec(name="tiny", width=200, height=200)
     assert "cat.tiny." in thumbnail_name("photos/cat.jpg", renamed, "jpg")
 
@@ -217,7 +219,9 @@ def test_fresh_instance_finds_thumbnail(storage_calls):
     result = thumbnail(fresh.image, "medium")
     assert result
     assert (result.width, result.height) == (320, 240)
-    assert sum(storage_calls[m] for m in ("exists", "size", "open", "_open", "path", "listdir")) == 0
+    assert (
+        sum(storage_calls[m] for m in ("exists", "size", "open", "_open", "path", "listdir")) == 0
+    )
 
 
 def test_fifty_thumbnails_make_no_storage_calls(storage_calls, django_assert_num_queries):
@@ -240,3 +244,18 @@ def test_note_without_file_field_cannot_be_thumbnailed():
     note = Note.objects.create(text="x")
     with pytest.raises(TypeError):
         thumbnail(note.text, "small")
+
+
+def test_changed_spec_shows_placeholder_until_regenerated(settings):
+    photo = saved_photo("fox.jpg", (320, 240))
+    generate_thumbnails(photo, "image")
+    assert thumbnail(photo.image, "small")
+    settings.ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS = {"small": {"size": (100, 100)}}
+    stale = thumbnail(photo.image, "small")
+    assert not stale
+    assert (stale.width, stale.height) == (100, 100)
+    [record] = generate_thumbnails(photo, "image")
+    fresh = thumbnail(photo.image, "small")
+    assert fresh
+    assert (fresh.width, fresh.height) == (100, 75)
+    assert fresh.name == record.name

@@ -24,7 +24,5 @@ class Command(BaseCommand):
         if oldest is None:
             self.stdout.write("no pending job")
             return
-        age = timezone.now() - oldest.created_at
-        self.stdout.write(
-            f"oldest pending: {oldest.pk} ({oldest.source_name}), waiting {int(age.total_seconds())}s"
-        )
+        waited = int((timezone.now() - oldest.created_at).total_seconds())
+        self.stdout.write(f"oldest pending: {oldest.pk} ({oldest.source_name}), waiting {waited}s")

@@ -1,0 +1,208 @@
+"""Helpers for testing a project's own upload views.
+
+Two ways to run the jobs that ``save_image()`` queues:
+
+* **eagerly**, in the test process: :func:`run_jobs_eagerly` (a context manager)
+  or the ``async_image_eager`` pytest fixture. The payload is still encoded,
+  decoded, verified and saved through the real code path; only Celery is skipped.
+* **through a real worker**: the ``async_image_worker`` fixture starts
+  ``celery -A <app> worker`` in a subprocess (set ``ASYNC_IMAGE_SAVE_TEST_CELERY_APP``
+  or pass ``--async-image-celery-app``) and :func:`wait_for_job` polls the row.
+  Use it with ``@pytest.mark.django_db(transaction=True)`` so the worker sees the data.
+
+Enable the fixtures with ``pytest_plugins = ["async_image_save.testing"]`` in
+your ``conftest.py``. For ``unittest`` style tests use :class:`ImageJobTestMixin`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+
+def make_image_file(
+    name: str = "test.jpg",
+    size: tuple[int, int] = (64, 48),
+    color: Any = (200, 80, 40),
+    image_format: str | None = None,
+) -> SimpleUploadedFile:
+    """A real, small image upload (format from the extension unless given)."""
+    from PIL import Image
+
+    fmt = image_format or {
+        "jpg": "JPEG",
+        "jpeg": "JPEG",
+        "png": "PNG",
+        "gif": "GIF",
+        "webp": "WEBP",
+    }.get(name.rsplit(".", 1)[-1].lower(), "JPEG")
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, fmt)
+    return SimpleUploadedFile(name, out.getvalue(), content_type=f"image/{fmt.lower()}")
+
+
+def _run_in_process(message: dict[str, Any], body: bytes | str) -> None:
+    from async_image_save import processing
+
+    state = processing.save_upload(
+        message["job_id"], body, model=message["model"], pk=message["pk"], field=message["field"]
+    )
+    if state == "saved" and message["thumbnails"]:
+        processing.make_thumbnails(message["job_id"])
+
+
+@contextmanager
+def run_jobs_eagerly() -> Iterator[None]:
+    """Within the block, queued jobs run in this process when their transaction commits."""
+    from async_image_save import tasks
+
+    original = tasks.publish
+    tasks.publish = _run_in_process
+    try:
+        yield
+    finally:
+        tasks.publish = original
+
+
+def wait_for_job(job: Any, timeout: float = 60.0) -> Any:
+    """Poll until ``job`` (an ImageJob or its id) is done or failed; return the fresh row."""
+    from async_image_save.models import ImageJob
+
+    job_id = getattr(job, "pk", job)
+    deadline = time.monotonic() + timeout
+    while True:
+        row = ImageJob.objects.get(pk=job_id)
+        if row.is_finished:
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ImageJob {job_id} still {row.state} after {timeout}s")
+        time.sleep(0.1)
+
+
+class ImageJobTestMixin:
+    """``TestCase`` mixin: ``with self.run_image_jobs(): ...`` and job assertions."""
+
+    def run_image_jobs(self) -> Any:
+        """Context manager: jobs queued inside run eagerly at commit."""
+        return run_jobs_eagerly()
+
+    def assertImageSaved(self, job: Any) -> None:  # noqa: N802 - unittest naming
+        """The job ended ``done`` (or ``saved`` without thumbnails)."""
+        job.refresh_from_db()
+        assert job.state in ("done", "saved"), (
+            f"job {job.pk} is {job.state}: {job.error_code} {job.error}"
+        )
+
+    def assertImageFailed(self, job: Any, code: str | None = None) -> None:  # noqa: N802
+        """The job ended ``failed`` (with ``code`` if given)."""
+        job.refresh_from_db()
+        assert job.state == "failed", f"job {job.pk} is {job.state}, not failed"
+        if code is not None:
+            assert job.error_code == code, f"job {job.pk} failed with {job.error_code}, not {code}"
+
+
+class WorkerProcess:
+    """A ``celery worker --pool=solo`` subprocess for end-to-end tests."""
+
+    def __init__(
+        self, app: str, queue: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.app, self.queue = app, queue
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.output: list[bytes] = []
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the worker and wait until it says it is ready."""
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            self.app,
+            "worker",
+            "--pool=solo",
+            "-l",
+            "INFO",
+        ]
+        if self.queue:
+            command += ["-Q", self.queue]
+        self.proc = subprocess.Popen(
+            command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+            self.output.append(line)
+            if b" ready." in line:
+                return
+        self.stop()
+        raise RuntimeError(
+            "Celery worker did not start:\n" + b"".join(self.output).decode(errors="replace")
+        )
+
+    def stop(self) -> None:
+        """Stop the worker (warm shutdown, then kill)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is optional for projects
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    def pytest_addoption(parser: Any) -> None:
+        parser.addoption(
+            "--async-image-celery-app", default=None, help="Celery app for async_image_worker"
+        )
+
+    @pytest.fixture
+    def async_image_eager() -> Iterator[None]:
+        """Run queued image jobs in the test process at commit."""
+        with run_jobs_eagerly():
+            yield
+
+    @pytest.fixture
+    def image_file() -> Any:
+        """Factory: ``image_file("a.png", size=(10, 10))`` -> SimpleUploadedFile."""
+        return make_image_file
+
+    @pytest.fixture(scope="session")
+    def async_image_worker(
+        request: Any, django_db_setup: Any, django_db_blocker: Any
+    ) -> Iterator[WorkerProcess]:
+        """A real Celery worker subprocess connected to the test database."""
+        from django.db import connection
+
+        app = request.config.getoption("--async-image-celery-app") or os.environ.get(
+            "ASYNC_IMAGE_SAVE_TEST_CELERY_APP"
+        )
+        if not app:
+            raise RuntimeError(
+                "async_image_worker needs your Celery app: pass --async-image-celery-app=proj "
+                "or set ASYNC_IMAGE_SAVE_TEST_CELERY_APP."
+            )
+        env = {"ASYNC_IMAGE_SAVE_TEST_DATABASE_NAME": str(connection.settings_dict["NAME"])}
+        worker = WorkerProcess(app, env=env)
+        worker.start()
+        yield worker
+        worker.stop()

@@ -1,1 +1,0 @@
-"""Model app for benchmarks/request_cost.py (tables made with migrate --run-syncdb)."""
