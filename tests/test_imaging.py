@@ -6,6 +6,9 @@ import io
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from async_image_save import imaging
@@ -147,12 +150,12 @@ def test_render_rejects_text():
     assert info.value.code == "not_an_image"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a truncated JPEG passes validate_image() and then makes render_thumbnails() "
-    "raise a bare OSError, which processing.make_thumbnails treats as a retryable storage "
-    "failure instead of ending the job with an ImageRejected code.",
-)
+def test_validate_rejects_truncated_jpeg():
+    with pytest.raises(ImageRejected) as info:
+        validate_image(read("truncated.jpg"))
+    assert info.value.code == "damaged_image"
+
+
 def test_render_truncated_jpeg_is_rejected():
     with pytest.raises(ImageRejected) as info:
         render_thumbnails(io.BytesIO(read("truncated.jpg")), [spec(50, 50)])
@@ -360,16 +363,10 @@ def test_one_decode_for_many_specs(monkeypatch):
 
 
 # ---------------------------------------------------------------------------
-# Geometry bugs found by a brute-force search over JPEG sizes
+# Geometry with draft()-decoded JPEGs of awkward sizes (found by brute force)
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after draft() the JPEG is decoded at ceil(w/8) x ceil(h/8); render_thumbnails "
-    "derives the resize factor from the width only, so the height carries the rounding error and "
-    "a 'fit' thumbnail can exceed its box (1000x753 into 120x90 gives 120x91).",
-)
 @pytest.mark.parametrize(
     ("size", "box"),
     [((1000, 753), (120, 90)), ((359, 170), (227, 19))],
@@ -380,11 +377,6 @@ def test_fit_never_exceeds_box_for_odd_jpeg_sizes(size, box):
     assert result.width <= box[0] and result.height <= box[1], image.size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: same draft() rounding: a 'crop' thumbnail comes out a few pixels short of its "
-    "box (601x1804 cropped to 100x300 gives 100x299; 197x1682 to 36x827 gives 36x823).",
-)
 @pytest.mark.parametrize(
     ("size", "box"),
     [((601, 1804), (100, 300)), ((197, 1682), (36, 827))],
@@ -399,10 +391,48 @@ def test_crop_is_exact_box_for_odd_jpeg_sizes(size, box):
     [((1000, 753), (120, 90)), ((601, 1804), (100, 300))],
 )
 def test_odd_sizes_render_correctly_from_png(size, box):
-    """The same geometry is exact when no JPEG draft is involved (PNG source)."""
+    """The same geometry without any JPEG draft involved (PNG source)."""
     out = io.BytesIO()
     Image.new("RGB", size, (1, 2, 3)).save(out, "PNG")
     _, fitted = render_one(out.getvalue(), spec(*box))
     _, cropped = render_one(out.getvalue(), spec(*box, fit="crop"))
     assert fitted.width <= box[0] and fitted.height <= box[1]
     assert cropped.size == box
+
+
+box_side = st.integers(min_value=8, max_value=900)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    width=st.integers(min_value=40, max_value=1400),
+    height=st.integers(min_value=40, max_value=1400),
+    boxes=st.lists(
+        st.tuples(box_side, box_side, st.sampled_from(["fit", "crop", "fill"])),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_geometry_property_on_jpeg(width, height, boxes):
+    """Whatever the draft scale: fit stays inside its box (and near the exact aspect ratio),
+    crop is the box (or the source, when smaller), fill is the box."""
+    specs = [spec(w, h, name=f"s{i}", fit=fit) for i, (w, h, fit) in enumerate(boxes)]
+    results = render_thumbnails(io.BytesIO(jpeg_bytes(width, height)), specs)
+    assert sorted(r.spec.name for r in results) == sorted(s.name for s in specs)
+    for r in results:
+        s = r.spec
+        with Image.open(io.BytesIO(r.data)) as image:
+            assert image.size == (r.width, r.height)
+        if s.fit == "fill":
+            assert (r.width, r.height) == (s.width, s.height)
+        elif s.fit == "crop":
+            scale = min(max(s.width / width, s.height / height), 1.0)
+            expected = (
+                min(s.width, max(1, round(width * scale))),
+                min(s.height, max(1, round(height * scale))),
+            )
+            assert (r.width, r.height) == expected
+        else:
+            scale = min(s.width / width, s.height / height, 1.0)
+            assert r.width <= s.width and r.height <= s.height
+            assert abs(r.width - width * scale) <= 1 and abs(r.height - height * scale) <= 1

@@ -15,6 +15,7 @@ import uuid
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import File
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
@@ -177,6 +178,15 @@ def test_upload_too_large(settings, publish, django_capture_on_commit_callbacks)
         save_image(upload(), photo)
     assert info.value.limit == 100
     assert callbacks == []
+    assert ImageJob.objects.count() == 0
+    assert publish.calls == []
+
+
+def test_misconfigured_staging_raises_before_any_job(settings, publish):
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+    settings.ASYNC_IMAGE_SAVE_STAGING = "nope"
+    with pytest.raises(ImproperlyConfigured, match="ASYNC_IMAGE_SAVE_STAGING"):
+        save_image(upload(), Photo.objects.create())
     assert ImageJob.objects.count() == 0
     assert publish.calls == []
 

@@ -117,14 +117,14 @@ def test_bad_quality(quality):
     assert "'quality'" in error_of({"size": (10, 10), "quality": quality})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'background' is not validated; a bad colour passes from_options and the "
-    "system check, then ImageColor.getrgb raises ValueError in the worker when a transparent "
-    "source is flattened to JPEG.",
-)
-def test_bad_background_rejected():
-    assert "background" in error_of({"size": (10, 10), "background": "not-a-colour"})
+@pytest.mark.parametrize("background", ["not-a-colour", "#12345", "", None])
+def test_bad_background_rejected(background):
+    assert "'background'" in error_of({"size": (10, 10), "background": background})
+
+
+@pytest.mark.parametrize("background", ["#000", "#123456", "white", "rgb(1, 2, 3)"])
+def test_good_background(background):
+    assert build(background=background).background == background
 
 
 def test_crop_true_means_crop_center():
