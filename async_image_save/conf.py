@@ -94,6 +94,16 @@ class Settings:
         return self._get("ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX", 300.0)
 
     @property
+    def ASYNC_IMAGE_SAVE_MAX_ATTEMPTS(self) -> int:
+        """Deliveries of one job (retries and redeliveries after crashes) before it fails."""
+        return self._get("ASYNC_IMAGE_SAVE_MAX_ATTEMPTS", 10)
+
+    @property
+    def ASYNC_IMAGE_SAVE_LEASE_SECONDS(self) -> int:
+        """How long a worker's claim on a job lasts; a duplicate delivery waits this long."""
+        return self._get("ASYNC_IMAGE_SAVE_LEASE_SECONDS", 600)
+
+    @property
     def ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES(self) -> int:
         """How often publishing to an unreachable broker is retried inside the request."""
         return self._get("ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES", 2)

@@ -52,16 +52,26 @@ class AsyncImageForm:
         originals = {}
         for name in self.get_async_image_fields():
             field = instance._meta.get_field(name)
-            originals[name] = (field, instance.__dict__.get(field.attname))
+            dimension_fields = [
+                f
+                for f in (getattr(field, "width_field", None), getattr(field, "height_field", None))
+                if f
+            ]
+            saved = {
+                attr: instance.__dict__.get(attr) for attr in [field.attname, *dimension_fields]
+            }
+            originals[name] = (field, saved)
         super()._post_clean()  # type: ignore[misc]
         cleaned = getattr(self, "cleaned_data", {})
-        for name, (field, original) in originals.items():
+        for name, (field, saved) in originals.items():
             value = cleaned.get(name)
             if isinstance(value, UploadedFile) and name not in self.errors:  # type: ignore[attr-defined]
-                # Keep the upload for save_image() and put the old value back, so
-                # instance.save() writes no bytes during the request.
+                # Keep the upload for save_image() and put the old values back (file
+                # and its width/height fields), so instance.save() writes no bytes
+                # during the request and the row never pairs old file and new size.
                 self._pending_uploads[name] = value
-                instance.__dict__[field.attname] = original
+                instance.__dict__.update(saved)
+                original = saved[field.attname]
                 if isinstance(original, models.fields.files.FieldFile):
                     original._committed = True
 

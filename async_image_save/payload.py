@@ -114,6 +114,12 @@ class UploadPayload:
 
     def encode(self, codec: str | None = None) -> bytes:
         """Pack into a version-1 frame with ``codec`` (default: the configured one)."""
+        return b"".join(self.encode_parts(codec))
+
+    def encode_parts(
+        self, codec: str | None = None
+    ) -> tuple[bytes, bytes | bytearray | memoryview]:
+        """The frame as (prefix and header, file bytes), so a stager can write it uncopied."""
         codec = codec or conf.ASYNC_IMAGE_SAVE_SERIALIZER
         if codec not in CODEC_IDS:
             raise ValueError(f"Unknown payload codec {codec!r}; use 'msgpack' or 'pickle'.")
@@ -128,7 +134,7 @@ class UploadPayload:
             }
         )
         prefix = MAGIC + bytes((FORMAT_VERSION, CODEC_IDS[codec])) + len(header).to_bytes(4, "big")
-        return b"".join((prefix, header, self.data))
+        return prefix + header, self.data
 
     def verify(self, expected_sha256: str | None = None) -> None:
         """Check the bytes against the header's sha256 (and ``expected_sha256`` if given)."""
@@ -315,6 +321,9 @@ def _read_hashed(upload: File, declared: int | None, limit: int) -> tuple[bytes,
         for start in range(0, len(data), READ_CHUNK):
             digest.update(view[start : start + READ_CHUNK])
         return data, digest.hexdigest()
+    readinto = getattr(raw, "readinto", None)
+    if declared is not None and readinto is not None:
+        return _readinto_hashed(upload.name, raw, declared, limit, digest)
     parts: list[bytes] = []
     total = 0
     for chunk in upload.chunks(READ_CHUNK):
@@ -327,3 +336,29 @@ def _read_hashed(upload: File, declared: int | None, limit: int) -> tuple[bytes,
         parts.append(chunk)
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     return data, digest.hexdigest()
+
+
+def _readinto_hashed(
+    name: str | None, raw: Any, declared: int, limit: int, digest: Any
+) -> tuple[bytearray, str]:
+    """Read straight into one buffer of the declared size: one copy, whatever the file size."""
+    buf = bytearray(declared)
+    view = memoryview(buf)
+    filled = 0
+    while filled < declared:
+        n = raw.readinto(view[filled : filled + READ_CHUNK])
+        if not n:
+            break
+        digest.update(view[filled : filled + n])
+        filled += n
+    view.release()
+    del buf[filled:]
+    while True:  # the file may be longer than it said
+        chunk = raw.read(READ_CHUNK)
+        if not chunk:
+            break
+        if len(buf) + len(chunk) > limit:
+            raise _too_large(name, len(buf) + len(chunk), limit)
+        digest.update(chunk)
+        buf += chunk
+    return buf, digest.hexdigest()

@@ -12,9 +12,10 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, models
+from django.db import DatabaseError, models, router, transaction
 
 from async_image_save import status
+from async_image_save.conf import conf
 from async_image_save.exceptions import (
     ChecksumMismatch,
     ImageRejected,
@@ -113,11 +114,24 @@ def _matches_message(job: ImageJob, model: str, pk: str, field: str) -> bool:
     )
 
 
+class JobBusy(Exception):
+    """Another worker holds the job's lease (a duplicate or early redelivery)."""
+
+    def __init__(self, job_id: str, retry_in: float) -> None:
+        super().__init__(f"job {job_id} is being processed by another worker")
+        self.job_id, self.retry_in = job_id, retry_in
+
+
 def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: str) -> str:
     """Decode, verify and store the upload of ``job_id``; return the job's new state.
 
-    Raises :class:`StorageFailure` for errors worth retrying; ends the job
-    ``failed`` for everything else.
+    Exactly-once effect without locks held across I/O: the worker first claims
+    a lease on the job row (compare-and-set), writes the file under a fresh
+    name, then commits in one short transaction that locks the target row,
+    re-checks the claim and that no newer upload already won, flips the job to
+    ``saved`` and updates only the file field. A loser deletes its own file.
+    Raises :class:`StorageFailure` for errors worth retrying and
+    :class:`JobBusy` while another worker holds the lease.
     """
     job = _load_job(job_id)
     if job is None:
@@ -132,7 +146,26 @@ def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: s
             f"The message names {model}:{pk}.{field}, but the job targets another object; "
             "the message was forged or corrupted.",
         )
-    status.count_attempt(job.pk)
+    claim = status.claim(job.pk)
+    if claim.token is None:
+        if claim.state != State.PENDING:
+            return claim.state
+        raise JobBusy(job_id, claim.retry_in)
+    if claim.attempts > conf.ASYNC_IMAGE_SAVE_MAX_ATTEMPTS:
+        return _fail(
+            job,
+            "too_many_attempts",
+            f"Started {claim.attempts - 1} times without finishing (the worker may crash on "
+            "this upload); given up after ASYNC_IMAGE_SAVE_MAX_ATTEMPTS.",
+        )
+    try:
+        return _save_claimed(job, claim.token, body)
+    except BaseException:
+        status.release(job.pk, claim.token)
+        raise
+
+
+def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
     try:
         payload = _unpack(job, body)
     except ImproperlyConfigured as exc:
@@ -147,20 +180,26 @@ def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: s
         return _fail(job, exc.code, str(exc))
     instance = _load_instance(job)
     if instance is None:
-        return _fail(job, "object_missing", f"{model} {pk} no longer exists; nothing was written.")
-    name = _store(job, instance, payload)
-    if name is None:
-        return State.FAILED
-    if status.mark_saved(job.pk, name):
-        job.refresh_from_db()
-        send_robust(
-            image_saved,
-            sender=type(instance),
-            job=job,
-            instance=instance,
-            field_name=job.field_name,
-            name=name,
+        return _fail(
+            job,
+            "object_missing",
+            f"{job.model_label} {job.object_id} no longer exists; nothing was written.",
         )
+    field = instance._meta.get_field(job.field_name)
+    name = _write_file(job, instance, field, payload)
+    outcome = _commit(job, token, instance, field, name)
+    if outcome != State.SAVED:
+        _remove_quietly(field.storage, name)
+        return outcome
+    job.refresh_from_db()
+    send_robust(
+        image_saved,
+        sender=type(instance),
+        job=job,
+        instance=instance,
+        field_name=job.field_name,
+        name=name,
+    )
     discard_staged(job)
     if not job.thumbnails or not field_specs(instance, job.field_name):
         status.mark_done(job.pk)
@@ -168,13 +207,12 @@ def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: s
     return State.SAVED
 
 
-def _store(job: ImageJob, instance: models.Model, payload: UploadPayload) -> str | None:
-    """Write the file through the field's storage and save only that field.
+def _write_file(job: ImageJob, instance: models.Model, field: Any, payload: UploadPayload) -> str:
+    """Write the file through the field's storage under a fresh name; return it.
 
     Picks the final name first, so a write that fails half-way can be removed:
     no partial file survives a failed attempt.
     """
-    field = instance._meta.get_field(job.field_name)
     storage = field.storage
     name = None
     upload = payload.to_upload()
@@ -182,28 +220,68 @@ def _store(job: ImageJob, instance: models.Model, payload: UploadPayload) -> str
         name = storage.get_available_name(
             field.generate_filename(instance, payload.name), max_length=field.max_length
         )
-        stored = storage.save(name, upload, max_length=field.max_length)
+        return storage.save(name, upload, max_length=field.max_length)
     except Exception as exc:
         if name is not None:
             _remove_quietly(storage, name)
         raise StorageFailure(str(job.pk), exc) from exc
     finally:
         upload.close()
-    setattr(instance, field.attname, stored)
-    update_fields = [field.name]
-    for extra in (getattr(field, "width_field", None), getattr(field, "height_field", None)):
-        if extra:
-            update_fields.append(extra)
+
+
+def _commit(job: ImageJob, token: str, instance: models.Model, field: Any, name: str) -> str:
+    """Flip the job to ``saved`` and set the field, atomically, if this worker still may.
+
+    Returns ``saved``, or the state the job ended in instead (the file is then
+    the caller's to delete).
+    """
+    model = type(instance)
+    update_fields = [field.name] + [
+        extra
+        for extra in (getattr(field, "width_field", None), getattr(field, "height_field", None))
+        if extra
+    ]
     try:
-        # update_fields: other fields edited since the request must not be overwritten.
-        instance.save(update_fields=update_fields)
+        with transaction.atomic(using=router.db_for_write(model)):
+            # Locking the target row orders the commits of uploads to the same field.
+            if not model._default_manager.select_for_update().filter(pk=instance.pk).exists():
+                outcome = "object_missing"
+            elif _newer_upload_won(job):
+                outcome = "superseded"
+            elif not status.mark_saved(job.pk, name, token=token):
+                return status.current_state(job.pk)
+            else:
+                setattr(instance, field.attname, name)
+                # update_fields: other fields edited since the request are not overwritten.
+                instance.save(update_fields=update_fields)
+                return State.SAVED
     except DatabaseError as exc:
-        _remove_quietly(storage, stored)
-        if _load_instance(job) is None:
-            _fail(job, "object_missing", f"{job.object_id} was deleted while saving; file removed.")
-            return None
         raise StorageFailure(str(job.pk), exc) from exc
-    return stored
+    if outcome == "object_missing":
+        _fail(
+            job,
+            outcome,
+            f"{job.model_label} {job.object_id} was deleted while saving; file removed.",
+        )
+    else:
+        _fail(
+            job, outcome, "A newer upload to the same field was saved first; this one was dropped."
+        )
+    return State.FAILED
+
+
+def _newer_upload_won(job: ImageJob) -> bool:
+    return (
+        ImageJob.objects.filter(
+            content_type_id=job.content_type_id,
+            object_id=job.object_id,
+            field_name=job.field_name,
+            created_at__gt=job.created_at,
+            state__in=(State.SAVED, State.DONE),
+        )
+        .exclude(pk=job.pk)
+        .exists()
+    )
 
 
 def _remove_quietly(storage: Any, name: str) -> None:

@@ -93,9 +93,9 @@ def save_image(
     field_name = resolve_field_name(instance, field_name)
     payload = UploadPayload.from_upload(upload)
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
-    frame = payload.encode(codec)
+    head, data = payload.encode_parts(codec)
     job_id = uuid.uuid4()
-    staged = len(frame) > inline_max_bytes()
+    staged = len(head) + len(data) > inline_max_bytes()
     stager = get_stager() if staged else None
     owner = user if user is not None and user.is_authenticated else None
     job = ImageJob.objects.create(
@@ -115,6 +115,7 @@ def save_image(
     )
     message = job_message(job, instance._meta.label)
     using = router.db_for_write(ImageJob)
+    frame = (head, data) if staged else b"".join((head, data))
     transaction.on_commit(lambda: dispatch(message, frame, stager, job), using=using)
     return job
 
@@ -133,7 +134,10 @@ def job_message(job: ImageJob, model_label: str | None = None) -> dict[str, Any]
 
 
 def dispatch(
-    message: dict[str, Any], frame: bytes, stager: Any, job: ImageJob | None = None
+    message: dict[str, Any],
+    frame: bytes | tuple[bytes, bytes | bytearray | memoryview],
+    stager: Any,
+    job: ImageJob | None = None,
 ) -> None:
     """Stage the payload if needed and publish the task chain; on failure, fail the job.
 
@@ -144,10 +148,11 @@ def dispatch(
     job_id = message["job_id"]
     try:
         if stager is not None:
-            stager.put(job_id, frame)
+            parts = frame if isinstance(frame, tuple) else (frame,)
+            stager.put_parts(job_id, parts)
             body: bytes | str = stager.ref(job_id)
         else:
-            body = frame
+            body = frame if isinstance(frame, bytes) else b"".join(frame)
         publish(message, body)
     except Exception as exc:  # any broker or staging client error ends the same way
         # A payload staged before the publish failed is kept: the admin's "Retry"

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -94,6 +95,10 @@ class Stager(ABC):
     def exists(self, key: str) -> bool:
         """Whether ``key`` is still stored."""
 
+    def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Store the concatenation of ``parts``; stagers override this to avoid the copy."""
+        self.put(key, b"".join(parts))
+
     def ref(self, key: str) -> str:
         """The reference a message carries for ``key``."""
         return f"{self.scheme}:{key}"
@@ -117,6 +122,15 @@ class RedisStager(Stager):
 
     def put(self, key: str, data: bytes) -> None:
         self.client.set(self.prefix + key, data, ex=self.ttl)
+
+    def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        # SET the first part, APPEND the rest in one round trip; redis-py sends
+        # memoryviews as they are, so the file bytes are never copied here.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.prefix + key, memoryview(parts[0]), ex=self.ttl)
+        for part in parts[1:]:
+            pipe.append(self.prefix + key, memoryview(part))
+        pipe.execute()
 
     def get(self, key: str) -> bytes:
         data = self.client.get(self.prefix + key)
@@ -149,6 +163,15 @@ class DirectoryStager(Stager):
         # Write then rename, so a worker never reads a half-written payload.
         with open(partial, "wb") as fh:
             fh.write(data)
+        os.replace(partial, final)
+
+    def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        final = self._file(key)
+        partial = final + ".part"
+        with open(partial, "wb") as fh:
+            for part in parts:
+                fh.write(part)
         os.replace(partial, final)
 
     def get(self, key: str) -> bytes:

@@ -8,11 +8,15 @@ changed a row sends the matching signal, so two workers racing on the same job
 from __future__ import annotations
 
 import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
+from async_image_save.conf import conf
 from async_image_save.models import ImageJob
 from async_image_save.signals import image_failed, send_robust
 
@@ -32,14 +36,67 @@ def transition(job_id: Any, from_states: tuple[str, ...], to_state: str, **field
     return changed == 1
 
 
-def count_attempt(job_id: Any) -> None:
-    """Record that a worker started on the job (one UPDATE, whatever the state)."""
-    ImageJob.objects.filter(pk=job_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :func:`claim`: a token when this worker may proceed."""
+
+    token: str | None
+    state: str
+    attempts: int = 0
+    retry_in: float = 0.0
 
 
-def mark_saved(job_id: Any, saved_name: str) -> bool:
-    """``pending`` -> ``saved``, remembering the stored file name."""
-    return transition(job_id, (State.PENDING,), State.SAVED, saved_name=saved_name)
+def claim(job_id: Any) -> Claim:
+    """Take the job's lease if it is pending and nobody holds an unexpired one.
+
+    One UPDATE (compare-and-set) that also counts the attempt in the database,
+    so a message that crashes its worker every time is still counted.
+    """
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    lease = timedelta(seconds=conf.ASYNC_IMAGE_SAVE_LEASE_SECONDS)
+    taken = (
+        ImageJob.objects.filter(pk=job_id, state=State.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(
+            claimed_by=token,
+            claimed_until=now + lease,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+    )
+    row = ImageJob.objects.filter(pk=job_id).values("state", "attempts", "claimed_until").first()
+    if row is None:
+        return Claim(None, "missing")
+    if taken:
+        return Claim(token, row["state"], row["attempts"])
+    until = row["claimed_until"]
+    retry_in = max(1.0, (until - now).total_seconds()) if until else 1.0
+    return Claim(None, row["state"], row["attempts"], retry_in)
+
+
+def release(job_id: Any, token: str) -> None:
+    """Give the lease back (after a failed attempt), so a retry can claim at once."""
+    ImageJob.objects.filter(pk=job_id, claimed_by=token).update(claimed_until=None)
+
+
+def current_state(job_id: Any) -> str:
+    """The job's state now (``"missing"`` if the row is gone)."""
+    state = ImageJob.objects.filter(pk=job_id).values_list("state", flat=True).first()
+    return state or "missing"
+
+
+def mark_saved(job_id: Any, saved_name: str, *, token: str | None = None) -> bool:
+    """``pending`` -> ``saved``, remembering the stored file name.
+
+    With ``token``, only the worker holding that lease may do it.
+    """
+    if token is None:
+        return transition(job_id, (State.PENDING,), State.SAVED, saved_name=saved_name)
+    changed = ImageJob.objects.filter(pk=job_id, state=State.PENDING, claimed_by=token).update(
+        state=State.SAVED, saved_name=saved_name, claimed_until=None, updated_at=timezone.now()
+    )
+    return changed == 1
 
 
 def mark_done(job_id: Any) -> bool:

@@ -15,6 +15,8 @@ from async_image_save import processing
 from async_image_save.conf import conf
 
 MESSAGE_SERIALIZER = "msgpack"
+#: Longest wait before a duplicate delivery looks at a busy job again.
+BUSY_RETRY_MAX_SECONDS = 60
 _TASK_OPTIONS = {
     "bind": True,
     "acks_late": True,
@@ -44,6 +46,12 @@ def save_upload(self: Any, job_id: str, model: str, pk: str, field: str, body: b
     except processing.StorageFailure as exc:
         _retry(self, exc, "storage_error")
         return "failed"
+    except processing.JobBusy as exc:
+        # A duplicate delivery: come back when the other worker's lease ends; by
+        # then the job is finished (and this is a no-op) or the lease expired.
+        raise self.retry(
+            countdown=min(exc.retry_in, BUSY_RETRY_MAX_SECONDS), max_retries=None
+        ) from exc
 
 
 @shared_task(name="async_image_save.make_thumbnails", **_TASK_OPTIONS)

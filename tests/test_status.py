@@ -125,13 +125,42 @@ def test_mark_done_needs_saved():
     assert state_of(job) == State.DONE
 
 
-def test_count_attempt_in_any_state():
-    job = make_job(State.DONE)
-    status.count_attempt(job.pk)
-    status.count_attempt(job.pk)
+def test_claim_takes_the_lease_once_and_counts_the_attempt():
+    job = make_job()
+    first = status.claim(job.pk)
+    assert first.token is not None and first.attempts == 1
+    second = status.claim(job.pk)  # a duplicate delivery while the lease runs
+    assert second.token is None
+    assert second.state == State.PENDING
+    assert second.retry_in > 1
     job.refresh_from_db()
-    assert job.attempts == 2
-    assert job.state == State.DONE
+    assert job.attempts == 1
+
+
+def test_released_or_expired_lease_can_be_claimed_again(settings):
+    job = make_job()
+    first = status.claim(job.pk)
+    status.release(job.pk, first.token)
+    again = status.claim(job.pk)
+    assert again.token not in (None, first.token)
+    settings.ASYNC_IMAGE_SAVE_LEASE_SECONDS = -1  # every lease is already over
+    job2 = make_job()
+    status.claim(job2.pk)
+    assert status.claim(job2.pk).attempts == 2
+
+
+def test_claim_on_a_finished_job_returns_its_state():
+    job = make_job(State.DONE)
+    outcome = status.claim(job.pk)
+    assert (outcome.token, outcome.state) == (None, State.DONE)
+
+
+def test_mark_saved_with_token_needs_the_lease_holder():
+    job = make_job()
+    token = status.claim(job.pk).token
+    assert status.mark_saved(job.pk, "x.jpg", token="someone-else") is False
+    assert status.mark_saved(job.pk, "x.jpg", token=token) is True
+    assert state_of(job) == State.SAVED
 
 
 def test_mark_failed_twice_sends_signal_once(failures):
