@@ -96,12 +96,13 @@ ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES = 0
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = os.environ.get("AIS_FS_BROKER_DIR", os.path.join(BASE_TMP, "broker"))
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         os.makedirs(os.path.join(_broker_dir, _sub), exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": os.path.join(_broker_dir, "queue"),
         "data_folder_out": os.path.join(_broker_dir, "queue"),
         "processed_folder": os.path.join(_broker_dir, "processed"),
+        "control_folder": os.path.join(_broker_dir, "control"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
