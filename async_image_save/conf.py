@@ -49,8 +49,18 @@ class Settings:
 
     @property
     def ASYNC_IMAGE_SAVE_STAGING(self) -> str | None:
-        """Where larger payloads wait: ``"redis"``, ``"directory"`` or ``None`` (per broker)."""
+        """Where larger payloads wait: redis, directory, database, storage; ``None``: per broker."""
         return self._get("ASYNC_IMAGE_SAVE_STAGING", None)
+
+    @property
+    def ASYNC_IMAGE_SAVE_STAGING_STORAGE(self) -> str:
+        """``STORAGES`` alias for ``"storage"`` staging (a storage every machine reaches)."""
+        return self._get("ASYNC_IMAGE_SAVE_STAGING_STORAGE", "default")
+
+    @property
+    def ASYNC_IMAGE_SAVE_DURABLE(self) -> bool:
+        """Stage every payload in the database, in the caller's transaction (an outbox)."""
+        return bool(self._get("ASYNC_IMAGE_SAVE_DURABLE", False))
 
     @property
     def ASYNC_IMAGE_SAVE_STAGING_URL(self) -> str | None:
@@ -122,6 +132,23 @@ class Settings:
     def ASYNC_IMAGE_SAVE_PLACEHOLDER_URL(self) -> str | None:
         """URL shown until a thumbnail exists; ``None`` uses the bundled SVG."""
         return self._get("ASYNC_IMAGE_SAVE_PLACEHOLDER_URL", None)
+
+    # --- QueuedStorage (async_image_save.storage) ---
+
+    @property
+    def ASYNC_IMAGE_SAVE_STORAGE_CACHE(self) -> str:
+        """Alias in ``CACHES`` that mirrors QueuedStorage's state table."""
+        return self._get("ASYNC_IMAGE_SAVE_STORAGE_CACHE", "default")
+
+    @property
+    def ASYNC_IMAGE_SAVE_STORAGE_CACHE_TIMEOUT(self) -> int:
+        """Seconds a file's ``remote`` state stays cached (it only changes on delete)."""
+        return self._get("ASYNC_IMAGE_SAVE_STORAGE_CACHE_TIMEOUT", 24 * 3600)
+
+    @property
+    def ASYNC_IMAGE_SAVE_STORAGE_PENDING_TIMEOUT(self) -> int:
+        """Seconds any other state (local, transferring, failed, unknown) stays cached."""
+        return self._get("ASYNC_IMAGE_SAVE_STORAGE_PENDING_TIMEOUT", 10)
 
 
 conf = Settings()

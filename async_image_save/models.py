@@ -51,6 +51,7 @@ class ImageJob(models.Model):
     queue = models.CharField(max_length=200, blank=True)
     saved_name = models.CharField(max_length=500, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -99,3 +100,53 @@ class Thumbnail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.spec}: {self.name} ({self.width}x{self.height})"
+
+
+# --- QueuedStorage (async_image_save.storage) ------------------------------------------
+
+
+class QueuedFile(models.Model):
+    """Where the current copy of a file written through ``QueuedStorage`` is.
+
+    The row is the truth; Django's cache only mirrors its ``state``. Every
+    change is a compare-and-set UPDATE (``local`` -> ``transferring`` ->
+    ``remote``), so a redelivered transfer message finds ``remote`` and does nothing.
+    """
+
+    class State(models.TextChoices):
+        LOCAL = "local", _("local")
+        TRANSFERRING = "transferring", _("transferring")
+        REMOTE = "remote", _("remote")
+        FAILED = "failed", _("failed")
+
+    storage = models.CharField(max_length=200)
+    name = models.CharField(max_length=500)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.LOCAL)
+    size = models.BigIntegerField(null=True, blank=True)
+    md5 = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    transferred_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["storage", "name"], name="ais_queued_storage_name")
+        ]
+        indexes = [models.Index(fields=["state", "updated_at"], name="ais_queued_state_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
+class StagedPayload(models.Model):
+    """A payload staged in the database (``"database"`` staging and durable mode)."""
+
+    key = models.CharField(max_length=32, primary_key=True)
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -84,6 +84,28 @@ def stale_jobs(older_than: timedelta) -> QuerySet[ImageJob]:
     ).order_by("created_at")
 
 
+#: Jobs younger than this may still be publishing: the outbox relay leaves them alone.
+UNPUBLISHED_GRACE = timedelta(seconds=30)
+
+
+def publish_outbox(*, dry_run: bool = False) -> list[RecoveryAction]:
+    """Publish durable-mode jobs whose message was never confirmed (broker was down)."""
+    cutoff = timezone.now() - UNPUBLISHED_GRACE
+    actions = []
+    jobs = ImageJob.objects.filter(
+        state=State.PENDING,
+        staged_ref__startswith="database:",
+        published_at__isnull=True,
+        created_at__lt=cutoff,
+    ).select_related("content_type")
+    for job in jobs:
+        if not dry_run:
+            _publish_again(job, thumbnails_only=False)
+            ImageJob.objects.filter(pk=job.pk).update(published_at=timezone.now())
+        actions.append(RecoveryAction(job, "requeued", "never published (outbox)"))
+    return actions
+
+
 def recover_stale(older_than: timedelta, *, dry_run: bool = False) -> list[RecoveryAction]:
     """Re-send stale jobs whose payload is retrievable; fail those whose message is lost.
 
@@ -91,8 +113,9 @@ def recover_stale(older_than: timedelta, *, dry_run: bool = False) -> list[Recov
     must exceed the longest time a message can wait in the queue, or inline jobs
     still queued would be failed.
     """
-    actions = []
-    for job in stale_jobs(older_than).select_related("content_type"):
+    actions = publish_outbox(dry_run=dry_run)
+    handled = {a.job.pk for a in actions}
+    for job in stale_jobs(older_than).exclude(pk__in=handled).select_related("content_type"):
         if job.state == State.SAVED:
             if not dry_run:
                 _publish_again(job, thumbnails_only=True)

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.files import File
 from django.db import models, router, transaction
+from django.utils import timezone
 
 from async_image_save import status
 from async_image_save.conf import conf
@@ -95,7 +96,8 @@ def save_image(
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
     head, data = payload.encode_parts(codec)
     job_id = uuid.uuid4()
-    staged = len(head) + len(data) > inline_max_bytes()
+    durable = conf.ASYNC_IMAGE_SAVE_DURABLE
+    staged = durable or len(head) + len(data) > inline_max_bytes()
     stager = get_stager() if staged else None
     owner = user if user is not None and user.is_authenticated else None
     job = ImageJob.objects.create(
@@ -114,8 +116,13 @@ def save_image(
         task_id=str(uuid.uuid4()),
     )
     message = job_message(job, instance._meta.label)
+    if stager is not None and stager.transactional:
+        # The outbox: the payload commits or rolls back with the job row.
+        stager.put_parts(job_id.hex, (head, data))
+        frame: Any = None
+    else:
+        frame = (head, data) if staged else b"".join((head, data))
     using = router.db_for_write(ImageJob)
-    frame = (head, data) if staged else b"".join((head, data))
     transaction.on_commit(lambda: dispatch(message, frame, stager, job), using=using)
     return job
 
@@ -135,7 +142,7 @@ def job_message(job: ImageJob, model_label: str | None = None) -> dict[str, Any]
 
 def dispatch(
     message: dict[str, Any],
-    frame: bytes | tuple[bytes, bytes | bytearray | memoryview],
+    frame: bytes | tuple[bytes, bytes | bytearray | memoryview] | None,
     stager: Any,
     job: ImageJob | None = None,
 ) -> None:
@@ -148,13 +155,25 @@ def dispatch(
     job_id = message["job_id"]
     try:
         if stager is not None:
-            parts = frame if isinstance(frame, tuple) else (frame,)
-            stager.put_parts(job_id, parts)
+            if frame is not None:
+                stager.put_parts(job_id, frame if isinstance(frame, tuple) else (frame,))
             body: bytes | str = stager.ref(job_id)
         else:
             body = frame if isinstance(frame, bytes) else b"".join(frame)
         publish(message, body)
+        if stager is not None and stager.transactional:
+            # Confirmed: recovery only re-publishes outbox rows never confirmed.
+            ImageJob.objects.filter(pk=job_id).update(published_at=timezone.now())
     except Exception as exc:  # any broker or staging client error ends the same way
+        if stager is not None and stager.transactional:
+            # Durable mode: the payload is safe in the outbox; the job stays pending
+            # and async_image_save_recover publishes it once the broker is back.
+            logger.warning(
+                "async_image_save could not publish job %s (%s); it stays in the outbox",
+                job_id,
+                exc,
+            )
+            return
         # A payload staged before the publish failed is kept: the admin's "Retry"
         # action and async_image_save_recover can still send it.
         logger.exception("async_image_save could not queue job %s", job_id)

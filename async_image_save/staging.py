@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -75,9 +75,14 @@ def inline_max_bytes() -> int:
 
 
 class Stager(ABC):
-    """A place where packed payloads wait for a worker, addressed by job id."""
+    """A place where packed payloads wait for a worker, addressed by job id.
+
+    ``transactional`` stagers are written inside the caller's transaction (so the
+    payload commits or rolls back with the job); the others after commit.
+    """
 
     scheme: str
+    transactional: bool = False
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -98,6 +103,10 @@ class Stager(ABC):
     def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Store the concatenation of ``parts``; stagers override this to avoid the copy."""
         self.put(key, b"".join(parts))
+
+    def keys(self) -> Iterator[str]:
+        """Every staged key (used by the orphan sweep); stagers with a TTL may yield none."""
+        return iter(())
 
     def ref(self, key: str) -> str:
         """The reference a message carries for ``key``."""
@@ -191,14 +200,119 @@ class DirectoryStager(Stager):
     def exists(self, key: str) -> bool:
         return os.path.exists(self._file(key))
 
+    def keys(self) -> Iterator[str]:
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(".payload"):
+                yield name[: -len(".payload")]
+
+
+class DatabaseStager(Stager):
+    """Stage payloads in a table, inside the caller's transaction.
+
+    The payload then commits or rolls back with the instance and the job: the
+    transactional outbox that ``ASYNC_IMAGE_SAVE_DURABLE`` relies on.
+    """
+
+    scheme = "database"
+    transactional = True
+
+    def put(self, key: str, data: bytes) -> None:
+        from async_image_save.models import StagedPayload
+
+        StagedPayload.objects.update_or_create(key=key, defaults={"data": data})
+
+    def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self.put(key, b"".join(parts))
+
+    def get(self, key: str) -> bytes:
+        from async_image_save.models import StagedPayload
+
+        data = StagedPayload.objects.filter(key=key).values_list("data", flat=True).first()
+        if data is None:
+            raise PayloadMissing(f"Staged payload {key} is not in the database (already used?).")
+        return bytes(data)
+
+    def delete(self, key: str) -> None:
+        from async_image_save.models import StagedPayload
+
+        StagedPayload.objects.filter(key=key).delete()
+
+    def exists(self, key: str) -> bool:
+        from async_image_save.models import StagedPayload
+
+        return StagedPayload.objects.filter(key=key).exists()
+
+    def keys(self) -> Iterator[str]:
+        from async_image_save.models import StagedPayload
+
+        yield from StagedPayload.objects.values_list("key", flat=True).iterator()
+
+
+class StorageStager(Stager):
+    """Stage payloads as files in a Django storage (``STORAGES`` alias), e.g. shared S3."""
+
+    scheme = "storage"
+
+    def __init__(self, alias: str, directory: str) -> None:
+        from django.core.files.storage import storages
+
+        try:
+            self.storage = storages[alias]
+        except Exception as exc:
+            raise ImproperlyConfigured(
+                f"ASYNC_IMAGE_SAVE_STAGING_STORAGE = {alias!r} is not a STORAGES alias: {exc}"
+            ) from exc
+        self.directory = directory.strip("/")
+
+    def _name(self, key: str) -> str:
+        return f"{self.directory}/{key}.payload"
+
+    def put(self, key: str, data: bytes) -> None:
+        from django.core.files.base import ContentFile
+
+        name = self._name(key)
+        if self.storage.exists(name):
+            self.storage.delete(name)
+        self.storage.save(name, ContentFile(data))
+
+    def get(self, key: str) -> bytes:
+        try:
+            with self.storage.open(self._name(key), "rb") as fh:
+                return fh.read()
+        except (FileNotFoundError, OSError) as exc:
+            raise PayloadMissing(f"Staged payload {key} is not in the staging storage.") from exc
+
+    def delete(self, key: str) -> None:
+        self.storage.delete(self._name(key))
+
+    def exists(self, key: str) -> bool:
+        return self.storage.exists(self._name(key))
+
+    def keys(self) -> Iterator[str]:
+        try:
+            _dirs, files = self.storage.listdir(self.directory)
+        except (FileNotFoundError, OSError):
+            return
+        for name in files:
+            if name.endswith(".payload"):
+                yield name[: -len(".payload")]
+
 
 _cache: dict[tuple[str, ...], Stager] = {}
 _cache_lock = threading.Lock()
+SCHEMES = ("redis", "directory", "database", "storage")
 
 
 def get_stager(scheme: str | None = None) -> Stager:
     """Return the stager for ``scheme`` (default: the configured or per-broker one)."""
+    if scheme is None and conf.ASYNC_IMAGE_SAVE_DURABLE:
+        scheme = "database"
     scheme = scheme or conf.ASYNC_IMAGE_SAVE_STAGING or transport_defaults().staging
+    factory: Callable[[], Stager]
     if scheme == "redis":
         url = conf.ASYNC_IMAGE_SAVE_STAGING_URL or broker_url()
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -206,20 +320,24 @@ def get_stager(scheme: str | None = None) -> Stager:
                 "ASYNC_IMAGE_SAVE_STAGING = 'redis' needs a Redis URL: set "
                 f"ASYNC_IMAGE_SAVE_STAGING_URL (the broker URL {url!r} is not Redis)."
             )
-        key = (
-            "redis",
-            url,
-            conf.ASYNC_IMAGE_SAVE_STAGING_PREFIX,
-            str(conf.ASYNC_IMAGE_SAVE_STAGING_TTL),
-        )
-        factory = lambda: RedisStager(url, key[2], int(key[3]))  # noqa: E731
+        prefix, ttl = conf.ASYNC_IMAGE_SAVE_STAGING_PREFIX, conf.ASYNC_IMAGE_SAVE_STAGING_TTL
+        key: tuple[str, ...] = ("redis", url, prefix, str(ttl))
+        factory = lambda: RedisStager(url, prefix, int(ttl))  # noqa: E731
     elif scheme == "directory":
-        key = ("directory", conf.ASYNC_IMAGE_SAVE_STAGING_DIR)
-        factory = lambda: DirectoryStager(key[1])  # noqa: E731
+        path = conf.ASYNC_IMAGE_SAVE_STAGING_DIR
+        key = ("directory", path)
+        factory = lambda: DirectoryStager(path)  # noqa: E731
+    elif scheme == "database":
+        key = ("database",)
+        factory = DatabaseStager
+    elif scheme == "storage":
+        alias = conf.ASYNC_IMAGE_SAVE_STAGING_STORAGE
+        key = ("storage", alias)
+        factory = lambda: StorageStager(alias, "async_image_save/staging")  # noqa: E731
     else:
         raise ImproperlyConfigured(
             f"ASYNC_IMAGE_SAVE_STAGING = {scheme!r} is not a staging backend; "
-            "use 'redis' or 'directory'."
+            f"use one of {', '.join(SCHEMES)}."
         )
     with _cache_lock:
         if key not in _cache:
@@ -230,6 +348,6 @@ def get_stager(scheme: str | None = None) -> Stager:
 def resolve_ref(ref: str) -> tuple[Stager, str]:
     """Split a message's staging reference into its stager and key, validating both."""
     scheme, _, key = str(ref).partition(":")
-    if scheme not in ("redis", "directory") or not _KEY_RE.fullmatch(key):
+    if scheme not in SCHEMES or not _KEY_RE.fullmatch(key):
         raise PayloadDecodeError(f"Malformed staging reference {ref!r}.", code="bad_reference")
     return get_stager(scheme), key

@@ -105,10 +105,12 @@ class AsyncImageFormViewMixin:
         return kwargs
 
     def form_valid(self, form: Any) -> Any:
-        response = super().form_valid(form)  # type: ignore[misc]
         if not wants_json(self.request):  # type: ignore[attr-defined]
-            return response
+            return super().form_valid(form)  # type: ignore[misc]
         from django.urls import reverse
+
+        # JSON clients need no success_url: save here instead of in the parent.
+        self.object = form.save()
 
         jobs = {
             name: {

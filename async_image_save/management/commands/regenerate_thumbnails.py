@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models
 
@@ -18,7 +19,7 @@ def _targets(label: str | None) -> list[tuple[type[models.Model], str]]:
             app_label, model_name, field_name = label.split(".")
             model = apps.get_model(app_label, model_name)
             field = model._meta.get_field(field_name)
-        except (ValueError, LookupError) as exc:
+        except (ValueError, LookupError, FieldDoesNotExist) as exc:
             raise CommandError(
                 f"{label!r} is not an app_label.Model.field with a file field: {exc}"
             ) from exc
@@ -61,7 +62,9 @@ class Command(BaseCommand):
                 if not specs:
                     break
                 if options["missing_only"]:
-                    have = Thumbnail.objects.filter(source_name=field_file.name).count()
+                    have = Thumbnail.objects.filter(
+                        source_name=field_file.name, spec_hash__in=[s.digest for s in specs]
+                    ).count()
                     if have >= len(specs):
                         continue
                 if options["sync"]:
