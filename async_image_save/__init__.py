@@ -33,18 +33,20 @@ __all__ = [
     "UploadTooLarge",
     "ThumbnailSpec",
     "__version__",
+    "process_stored",
     "save_image",
     "thumbnail",
 ]
 
 _LAZY = {
     "save_image": "async_image_save.saving",
+    "process_stored": "async_image_save.saving",
     "ThumbnailSpec": "async_image_save.specs",
     "thumbnail": "async_image_save.thumbnails",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from async_image_save.saving import save_image
+    from async_image_save.saving import process_stored, save_image
     from async_image_save.specs import ThumbnailSpec
     from async_image_save.thumbnails import thumbnail
 

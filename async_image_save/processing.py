@@ -8,7 +8,9 @@ find the job already finished and do nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -125,6 +127,25 @@ class JobBusy(Exception):
 def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: str) -> str:
     """Decode, verify and store the upload of ``job_id``; return the job's new state.
 
+    See :func:`_run_claimed` for how the effect stays exactly-once.
+    """
+    return _run_claimed(
+        job_id, model, pk, field, lambda job, token: _save_claimed(job, token, body)
+    )
+
+
+def bind_stored(job_id: str, name: str, *, model: str, pk: str, field: str) -> str:
+    """Validate ``name`` in the field's storage and bind it (``process_stored``)."""
+    return _run_claimed(
+        job_id, model, pk, field, lambda job, token: _bind_claimed(job, token, name)
+    )
+
+
+def _run_claimed(
+    job_id: str, model: str, pk: str, field: str, work: Callable[[ImageJob, str], str]
+) -> str:
+    """Load and check the job, claim its lease, run ``work``; return the job's state.
+
     Exactly-once effect without locks held across I/O: the worker first claims
     a lease on the job row (compare-and-set), writes the file under a fresh
     name, then commits in one short transaction that locks the target row,
@@ -159,7 +180,7 @@ def save_upload(job_id: str, body: bytes | str, *, model: str, pk: str, field: s
             "this upload); given up after ASYNC_IMAGE_SAVE_MAX_ATTEMPTS.",
         )
     try:
-        return _save_claimed(job, claim.token, body)
+        return work(job, claim.token)
     except BaseException:
         status.release(job.pk, claim.token)
         raise
@@ -191,6 +212,11 @@ def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
     if outcome != State.SAVED:
         _remove_quietly(field.storage, name)
         return outcome
+    return _after_saved(job, instance, name)
+
+
+def _after_saved(job: ImageJob, instance: models.Model, name: str) -> str:
+    """Signal, clean the staging, and finish the job when no thumbnails are due."""
     job.refresh_from_db()
     send_robust(
         image_saved,
@@ -205,6 +231,38 @@ def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
         status.mark_done(job.pk)
         return State.DONE
     return State.SAVED
+
+
+def _bind_claimed(job: ImageJob, token: str, name: str) -> str:
+    instance = _load_instance(job)
+    if instance is None:
+        return _fail(job, "object_missing", f"{job.model_label} {job.object_id} no longer exists.")
+    field = instance._meta.get_field(job.field_name)
+    storage = field.storage
+    limit = conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES
+    try:
+        if not storage.exists(name):
+            return _fail(job, "stored_missing", f"{name!r} is not in the field's storage.")
+        size = storage.size(name)
+        if size > limit:
+            return _fail(job, "too_large", f"{name!r} is {size} bytes, over the {limit} limit.")
+        with storage.open(name, "rb") as fh:
+            data = fh.read(limit + 1)
+    except Exception as exc:
+        raise StorageFailure(str(job.pk), exc) from exc
+    if len(data) > limit:
+        return _fail(job, "too_large", f"{name!r} is over the {limit} byte limit.")
+    try:
+        validate_image(data)
+    except ImageRejected as exc:
+        return _fail(job, exc.code, str(exc))
+    ImageJob.objects.filter(pk=job.pk).update(
+        size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    outcome = _commit(job, token, instance, field, name)
+    if outcome != State.SAVED:
+        return outcome  # the object stays where the browser put it
+    return _after_saved(job, instance, name)
 
 
 def _write_file(job: ImageJob, instance: models.Model, field: Any, payload: UploadPayload) -> str:

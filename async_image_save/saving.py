@@ -189,3 +189,72 @@ def dispatch(
                 "broker_unreachable",
                 error,
             )
+
+
+def _check_stored_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"process_stored() needs the stored file's name (a str), got {name!r}.")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or ".." in parts or any(ord(ch) < 32 for ch in name):
+        raise ValueError(
+            f"{name!r} is not a safe storage name: no absolute paths, '..' parts or control "
+            "characters (use the key your direct-upload flow generated)."
+        )
+    return name
+
+
+def process_stored(
+    name: str,
+    instance: models.Model,
+    field_name: str | None = None,
+    *,
+    thumbnails: bool = True,
+    queue: str | None = None,
+    user: Any = None,
+) -> ImageJob:
+    """Bind a file a browser already put into the field's storage, then make thumbnails.
+
+    For direct uploads (presigned POSTs, django-s3-file-field): nothing is copied.
+    The worker checks that ``name`` exists in the field's storage, is at most
+    ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES`` and is an image Pillow accepts, records
+    its size and sha256, and only then sets the field (same job states and
+    signals as :func:`save_image`).
+    """
+    from django.core.files.base import ContentFile
+
+    name = _check_stored_name(name)
+    _check_arguments(ContentFile(b"", name="x"), instance, thumbnails, queue, user)
+    field_name = resolve_field_name(instance, field_name)
+    owner = user if user is not None and user.is_authenticated else None
+    job = ImageJob.objects.create(
+        content_type=ContentType.objects.get_for_model(type(instance)),
+        object_id=str(instance.pk),
+        field_name=field_name,
+        owner=owner,
+        source_name=name.rsplit("/", 1)[-1][:255],
+        size=0,
+        sha256="",
+        staged_ref="",
+        thumbnails=thumbnails,
+        queue=queue or conf.ASYNC_IMAGE_SAVE_QUEUE or "",
+        task_id=str(uuid.uuid4()),
+    )
+    message = job_message(job, instance._meta.label)
+    using = router.db_for_write(ImageJob)
+    transaction.on_commit(lambda: _dispatch_stored(message, name, job), using=using)
+    return job
+
+
+def _dispatch_stored(message: dict[str, Any], name: str, job: ImageJob) -> None:
+    from async_image_save.tasks import publish_stored
+
+    try:
+        publish_stored(message, name)
+    except Exception as exc:
+        logger.exception("async_image_save could not queue job %s", message["job_id"])
+        error = (
+            f"The job could not be queued ({type(exc).__name__}: {exc}); "
+            "call process_stored() again."
+        )
+        status.mark_failed(message["job_id"], "broker_unreachable", error)
+        job.state, job.error_code, job.error = ImageJob.State.FAILED, "broker_unreachable", error

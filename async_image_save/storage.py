@@ -16,68 +16,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files import File
 from django.core.files.storage import Storage
 from django.db import router, transaction
-from django.db.models import F
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
-from async_image_save import transfer as transfer_tasks  # registers the task with Celery
+from async_image_save import transfer as transfer_tasks  # also registers the task with Celery
 from async_image_save.conf import conf
-from async_image_save.exceptions import AsyncImageSaveError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from django.db.models import QuerySet
-
-    from async_image_save.models import QueuedFile
+from async_image_save.models import QueuedFile
 
 logger = logging.getLogger("async_image_save")
 
-LOCAL, TRANSFERRING, REMOTE, FAILED = "local", "transferring", "remote", "failed"
+State = QueuedFile.State
+LOCAL, TRANSFERRING, REMOTE, FAILED = State.LOCAL, State.TRANSFERRING, State.REMOTE, State.FAILED
 #: Failure codes that ``async_image_save_recover --transfers --retry-failed`` sends again.
-RETRYABLE_CODES = frozenset({"remote_error", "verify_failed", "not_queued"})
+RETRYABLE_CODES = frozenset({"remote_error", "verify_failed", "not_queued", "database_error"})
 #: Cached for names without a row (files not written through this storage).
 _UNKNOWN = "-"
-_CHUNK = 1024 * 1024
-_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 MAX_ERROR_LENGTH = 4000
-
-
-class TransferError(AsyncImageSaveError, OSError):
-    """Copying a file to the remote storage failed.
-
-    ``retryable`` errors (the remote is unreachable, the copy did not verify)
-    are retried with backoff; the others end the transfer ``failed`` at once.
-    """
-
-    def __init__(self, message: str, *, storage: str, name: str, code: str, retryable: bool):
-        super().__init__(message)
-        self.storage, self.name, self.code, self.retryable = storage, name, code, retryable
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a storage says about a stored copy; ``None`` fields are unknown."""
-
-    size: int | None
-    md5: str | None
-
-
-def _rows() -> QuerySet[QueuedFile]:
-    from async_image_save.models import QueuedFile
-
-    return QueuedFile.objects.all()
 
 
 def _cache() -> Any:
@@ -92,7 +58,8 @@ def _cache_key(identity: str, name: str) -> str:
     return f"async_image_save:qs:{digest}"
 
 
-def _cut(error: object) -> str:
+def cut(error: object) -> str:
+    """``error`` as text, cut so that a huge traceback cannot bloat the row."""
     return str(error)[:MAX_ERROR_LENGTH]
 
 
@@ -222,7 +189,8 @@ class QueuedStorage(Storage):
     def _key(self, name: str) -> str:
         return _cache_key(self.identity, name)
 
-    def _remember(self, name: str, state: str) -> None:
+    def remember(self, name: str, state: str) -> None:
+        """Mirror ``state`` in the cache: ``remote`` for long, the others briefly."""
         timeout = (
             conf.ASYNC_IMAGE_SAVE_STORAGE_CACHE_TIMEOUT
             if state == REMOTE
@@ -247,9 +215,8 @@ class QueuedStorage(Storage):
         except Exception:
             logger.exception("async_image_save could not read the cached state of %s", name)
         if state is None:
-            row = _rows().filter(storage=self.identity, name=name)
-            state = row.values_list("state", flat=True).first() or _UNKNOWN
-            self._remember(name, state)
+            state = self.state_of_row(name) or _UNKNOWN
+            self.remember(name, state)
         return None if state == _UNKNOWN else state
 
     def _current(self, name: str) -> Storage:
@@ -265,7 +232,7 @@ class QueuedStorage(Storage):
     def _save(self, name: str, content: Any) -> str:
         stored = self.local.save(name, content)
         now = timezone.now()
-        _rows().update_or_create(
+        QueuedFile.objects.update_or_create(
             storage=self.identity,
             name=stored,
             defaults={
@@ -279,9 +246,9 @@ class QueuedStorage(Storage):
                 "transferred_at": None,
             },
         )
-        self._remember(stored, LOCAL)
+        self.remember(stored, LOCAL)
         # After commit: the worker must find the row, and a rollback sends nothing.
-        using = router.db_for_write(_rows().model)
+        using = router.db_for_write(QueuedFile)
         transaction.on_commit(partial(self.queue_transfer, stored), using=using)
         return stored
 
@@ -300,9 +267,9 @@ class QueuedStorage(Storage):
             )
         except Exception as exc:
             logger.exception("async_image_save could not queue the transfer of %s", name)
-            _rows().filter(storage=self.identity, name=name, state=LOCAL).update(
+            self.rows(name).filter(state=LOCAL).update(
                 error_code="not_queued",
-                error=_cut(f"The transfer could not be queued ({type(exc).__name__}: {exc})."),
+                error=cut(f"The transfer could not be queued ({type(exc).__name__}: {exc})."),
                 updated_at=timezone.now(),
             )
 
@@ -311,7 +278,7 @@ class QueuedStorage(Storage):
 
     def delete(self, name: str) -> None:
         """Remove both copies and the row."""
-        rows = _rows().filter(storage=self.identity, name=name)
+        rows = self.rows(name)
         state = rows.values_list("state", flat=True).first()
         # The row goes first: a transfer still copying then fails its final
         # compare-and-set, sees the row gone and removes what it uploaded.
@@ -360,194 +327,34 @@ class QueuedStorage(Storage):
     def get_modified_time(self, name: str) -> Any:
         return self._current(name).get_modified_time(name)
 
-    # --- the transfer (run by async_image_save.transfer in a worker) --------------------------
+    # --- transfer bookkeeping (the copy itself is in async_image_save.transfer) --------
 
     def transfer(self, name: str) -> str:
-        """Copy ``name`` to the remote storage and flip its row to ``remote``.
+        """Copy ``name`` to the remote storage now, in this process.
 
-        Returns the row's state afterwards (``"missing"`` without a row). Safe
-        to run twice: a row already ``remote`` (a redelivered message) returns
-        at once without touching either storage. Raises :class:`TransferError`
-        when the copy should be retried.
+        What the task runs; see :func:`~async_image_save.transfer.copy_to_remote`.
         """
-        rows = _rows().filter(storage=self.identity, name=name)
-        row = rows.values("state", "attempts").first()
-        if row is None:
-            logger.info("async_image_save: %s was deleted before its transfer", name)
-            return "missing"
-        if row["state"] not in (LOCAL, TRANSFERRING):
-            return str(row["state"])
-        # TRANSFERRING is claimable too: a message redelivered after a worker died.
-        claimed = rows.filter(state__in=(LOCAL, TRANSFERRING)).update(
-            state=TRANSFERRING, attempts=F("attempts") + 1, updated_at=timezone.now()
-        )
-        if not claimed:
-            return rows.values_list("state", flat=True).first() or "missing"
-        try:
-            local = self._local_fingerprint(name)
-            self._upload(name, local, earlier_attempt=row["attempts"] > 0)
-        except FileNotFoundError as exc:
-            if self.state_of_row(name) == REMOTE:  # another delivery finished (and deleted it)
-                return REMOTE
-            self.fail_transfer(
-                name,
-                "local_missing",
-                f"The local copy of {name!r} is missing from {self.local!r} ({exc}); it was "
-                "removed before the transfer. Nothing was uploaded; save the file again.",
-            )
-            return FAILED
-        except TransferError as exc:
-            if not exc.retryable:
-                self.fail_transfer(name, exc.code, str(exc))
-                return FAILED
-            self._record_error(name, exc.code, str(exc))
-            raise
-        except Exception as exc:  # any remote client error: worth a retry
-            if self.state_of_row(name) == REMOTE:
-                return REMOTE
-            message = f"Copying {name!r} to {self.remote!r} failed: {type(exc).__name__}: {exc}"
-            self._record_error(name, "remote_error", message)
-            raise TransferError(
-                message, storage=self.identity, name=name, code="remote_error", retryable=True
-            ) from exc
-        now = timezone.now()
-        flipped = rows.filter(state=TRANSFERRING).update(
-            state=REMOTE,
-            size=local.size,
-            md5=local.md5 or "",
-            error="",
-            error_code="",
-            transferred_at=now,
-            updated_at=now,
-        )
-        if not flipped:
-            state = self.state_of_row(name)
-            if state is None:  # deleted while copying: do not leave an orphan behind
-                self._remove_remote_quietly(name)
-                return "missing"
-            return state
-        self._remember(name, REMOTE)
-        if self.delete_local:
-            try:
-                self.local.delete(name)
-            except Exception:
-                logger.exception("async_image_save could not delete the local copy of %s", name)
-        return REMOTE
+        return transfer_tasks.copy_to_remote(self, name)
 
     def state_of_row(self, name: str) -> str | None:
         """The row's state, read from the database (never the cache)."""
-        return (
-            _rows().filter(storage=self.identity, name=name).values_list("state", flat=True).first()
-        )
+        return self.rows(name).values_list("state", flat=True).first()
 
     def fail_transfer(self, name: str, code: str, error: str) -> bool:
         """``local``/``transferring`` -> ``failed``; the local copy keeps being served."""
         moved = (
-            _rows()
-            .filter(storage=self.identity, name=name, state__in=(LOCAL, TRANSFERRING))
-            .update(state=FAILED, error_code=code, error=_cut(error), updated_at=timezone.now())
+            self.rows(name)
+            .filter(state__in=(LOCAL, TRANSFERRING))
+            .update(state=FAILED, error_code=code, error=cut(error), updated_at=timezone.now())
         )
         if moved:
             logger.warning("async_image_save transfer of %s failed (%s): %s", name, code, error)
-            self._remember(name, FAILED)
+            self.remember(name, FAILED)
         return bool(moved)
 
-    def _record_error(self, name: str, code: str, error: str) -> None:
-        _rows().filter(storage=self.identity, name=name, state=TRANSFERRING).update(
-            error_code=code, error=_cut(error), updated_at=timezone.now()
-        )
-
-    def _local_fingerprint(self, name: str) -> Fingerprint:
-        digest, size = hashlib.md5(usedforsecurity=False), 0
-        with self.local.open(name, "rb") as fh:
-            for chunk in iter(partial(fh.read, _CHUNK), b""):
-                digest.update(chunk)
-                size += len(chunk)
-        return Fingerprint(size, digest.hexdigest())
-
-    def _upload(self, name: str, local: Fingerprint, *, earlier_attempt: bool) -> None:
-        remote = self.remote
-        if earlier_attempt:
-            # An earlier attempt may have finished the copy before its worker died.
-            found = remote_fingerprint(remote, name)
-            if found is not None and found.md5 is not None and found == local:
-                return
-            if found is not None:
-                remote.delete(name)
-        with self.local.open(name, "rb") as fh:
-            stored = remote.save(name, File(fh, name=name))
-        if stored != name:
-            self._remove_remote_quietly(stored)
-            raise TransferError(
-                f"{self.remote!r} saved {name!r} as {stored!r}: it renames instead of "
-                "overwriting. Configure it to overwrite (S3: file_overwrite=True).",
-                storage=self.identity,
-                name=name,
-                code="remote_renamed",
-                retryable=False,
-            )
-        found = remote_fingerprint(remote, name)
-        problem = None
-        if found is None:
-            problem = "is missing right after the upload"
-        elif found.size is not None and found.size != local.size:
-            problem = f"has {found.size} bytes, the local copy {local.size}"
-        elif found.md5 is not None and found.md5 != local.md5:
-            problem = f"has MD5 {found.md5}, the local copy {local.md5}"
-        if problem:
-            self._remove_remote_quietly(name)
-            raise TransferError(
-                f"The remote copy of {name!r} {problem}; it was removed and will be sent again.",
-                storage=self.identity,
-                name=name,
-                code="verify_failed",
-                retryable=True,
-            )
-
-    def _remove_remote_quietly(self, name: str) -> None:
-        try:
-            self.remote.delete(name)
-        except Exception:
-            logger.exception("async_image_save could not remove remote copy %s", name)
-
-
-def remote_fingerprint(storage: Storage, name: str) -> Fingerprint | None:
-    """Size (and MD5 where known) of ``name`` on ``storage``; ``None`` if it is not there.
-
-    S3 answers both with one HEAD: its ETag is the MD5 of a single-part upload
-    without SSE-KMS/SSE-C. Other storages give the size only.
-    """
-    try:
-        from storages.backends.s3 import S3Storage
-    except ImportError:  # django-storages[s3] not installed
-        S3Storage = None  # noqa: N806
-    if S3Storage is not None and isinstance(storage, S3Storage):
-        return _s3_fingerprint(storage, name)
-    if not storage.exists(name):
-        return None
-    return Fingerprint(storage.size(name), None)
-
-
-def _s3_fingerprint(storage: Any, name: str) -> Fingerprint | None:
-    from botocore.exceptions import ClientError
-    from storages.utils import clean_name
-
-    key = storage._normalize_name(clean_name(name))
-    try:
-        head = storage.connection.meta.client.head_object(Bucket=storage.bucket_name, Key=key)
-    except ClientError as err:
-        if err.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
-            return None
-        raise
-    if head.get("ContentEncoding") == "gzip":  # S3Storage(gzip=True) compressed it: sizes differ
-        return Fingerprint(None, None)
-    etag = str(head.get("ETag", "")).strip('"')
-    plain = (
-        _MD5_ETAG.fullmatch(etag)
-        and head.get("ServerSideEncryption") != "aws:kms"
-        and "SSECustomerAlgorithm" not in head
-    )
-    return Fingerprint(int(head["ContentLength"]), etag if plain else None)
+    def rows(self, name: str) -> QuerySet[QueuedFile]:
+        """The state row of ``name`` (a queryset: every change is a filtered UPDATE)."""
+        return QueuedFile.objects.filter(storage=self.identity, name=name)
 
 
 def iter_queued_storages() -> Iterator[tuple[str, QueuedStorage]]:
@@ -597,6 +404,8 @@ def resolve_storage(identity: str) -> QueuedStorage:
 
 def fail_unresolved(identity: str, name: str, error: str) -> None:
     """Fail the row of a transfer whose storage this process cannot find."""
-    _rows().filter(storage=identity, name=name, state__in=(LOCAL, TRANSFERRING)).update(
-        state=FAILED, error_code="storage_unresolved", error=_cut(error), updated_at=timezone.now()
+    QueuedFile.objects.filter(
+        storage=identity, name=name, state__in=(LOCAL, TRANSFERRING)
+    ).update(
+        state=FAILED, error_code="storage_unresolved", error=cut(error), updated_at=timezone.now()
     )

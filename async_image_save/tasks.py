@@ -54,6 +54,20 @@ def save_upload(self: Any, job_id: str, model: str, pk: str, field: str, body: b
         ) from exc
 
 
+@shared_task(name="async_image_save.bind_stored", **_TASK_OPTIONS)
+def bind_stored(self: Any, job_id: str, model: str, pk: str, field: str, name: str) -> str:
+    """Validate a file already in the field's storage and bind it to the field."""
+    try:
+        return processing.bind_stored(job_id, name, model=model, pk=pk, field=field)
+    except processing.StorageFailure as exc:
+        _retry(self, exc, "storage_error")
+        return "failed"
+    except processing.JobBusy as exc:
+        raise self.retry(
+            countdown=min(exc.retry_in, BUSY_RETRY_MAX_SECONDS), max_retries=None
+        ) from exc
+
+
 @shared_task(name="async_image_save.make_thumbnails", **_TASK_OPTIONS)
 def make_thumbnails(self: Any, job_id: str) -> str:
     """Generate the thumbnails of a saved job."""
@@ -66,12 +80,21 @@ def make_thumbnails(self: Any, job_id: str) -> str:
 
 def publish(message: dict[str, Any], body: bytes | str) -> None:
     """Send the save task, chained with the thumbnail task when asked for."""
+    _publish_chain(save_upload, message, body)
+
+
+def publish_stored(message: dict[str, Any], name: str) -> None:
+    """Send the bind task for a file already in the storage, chained with thumbnails."""
+    _publish_chain(bind_stored, message, name)
+
+
+def _publish_chain(task: Any, message: dict[str, Any], last_arg: bytes | str) -> None:
     job_id, queue = message["job_id"], message["queue"]
     options: dict[str, Any] = {"serializer": MESSAGE_SERIALIZER}
     if queue:
         options["queue"] = queue
-    first = save_upload.signature(
-        (job_id, message["model"], message["pk"], message["field"], body),
+    first = task.signature(
+        (job_id, message["model"], message["pk"], message["field"], last_arg),
         task_id=message["task_id"],
         **options,
     )

@@ -59,17 +59,27 @@ def _run_in_process(message: dict[str, Any], body: bytes | str) -> None:
         processing.make_thumbnails(message["job_id"])
 
 
+def _bind_in_process(message: dict[str, Any], name: str) -> None:
+    from async_image_save import processing
+
+    state = processing.bind_stored(
+        message["job_id"], name, model=message["model"], pk=message["pk"], field=message["field"]
+    )
+    if state == "saved" and message["thumbnails"]:
+        processing.make_thumbnails(message["job_id"])
+
+
 @contextmanager
 def run_jobs_eagerly() -> Iterator[None]:
     """Within the block, queued jobs run in this process when their transaction commits."""
     from async_image_save import tasks
 
-    original = tasks.publish
-    tasks.publish = _run_in_process
+    originals = tasks.publish, tasks.publish_stored
+    tasks.publish, tasks.publish_stored = _run_in_process, _bind_in_process
     try:
         yield
     finally:
-        tasks.publish = original
+        tasks.publish, tasks.publish_stored = originals
 
 
 def wait_for_job(job: Any, timeout: float = 60.0) -> Any:

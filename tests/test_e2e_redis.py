@@ -262,3 +262,38 @@ def test_unreachable_broker_marks_the_job_failed(celery_worker):
     assert (job.state, job.error_code) == ("failed", "broker_unreachable")
     assert "broker" in job.error
     assert "could not queue job" in result.stderr  # logged, not silent
+
+
+def test_process_stored_binds_a_direct_upload_and_makes_thumbnails(celery_worker):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from async_image_save import process_stored
+
+    data = jpeg_bytes(640, 480)
+    name = default_storage.save("direct/browser-upload.jpg", ContentFile(data))
+    photo = Photo.objects.create()
+    job = wait_for_job(process_stored(name, photo).pk)
+    assert job.state == "done", (job.error_code, job.error, celery_worker.log_tail())
+    assert (job.size, job.sha256) == (len(data), sha(data))
+    photo.refresh_from_db()
+    assert photo.image.name == name  # bound in place, not copied
+    assert thumb_sizes(photo.image) == {"small": (200, 150), "medium": (640, 480)}
+
+
+def test_process_stored_refuses_a_non_image_and_a_missing_object(celery_worker):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from async_image_save import process_stored
+
+    name = default_storage.save("direct/evil.jpg", ContentFile(b"<svg onload=alert(1)>"))
+    photo = Photo.objects.create()
+    job = wait_for_job(process_stored(name, photo).pk)
+    assert (job.state, job.error_code) == ("failed", "not_an_image")
+    missing = wait_for_job(process_stored("direct/never-uploaded.jpg", photo).pk)
+    assert (missing.state, missing.error_code) == ("failed", "stored_missing")
+    photo.refresh_from_db()
+    assert not photo.image
+    with pytest.raises(ValueError, match="not a safe storage name"):
+        process_stored("../etc/passwd", photo)
