@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,7 +46,7 @@ setup(
     author="async_image_save developers",
     license="BSD-3-Clause",
     url="https://github.com/async-image-save/async_image_save",
-    packages=find_packages(include=["async_image_save", "async_image_save.*"]),
+    packages=find_namespace_packages(include=["async_image_save", "async_image_save.*"]),
     include_package_data=True,
     zip_safe=False,
     python_requires=">=3.10",

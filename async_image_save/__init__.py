@@ -14,9 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from async_image_save.exceptions import (
+    AlreadyRegistered,
     AsyncImageSaveError,
     ChecksumMismatch,
     InvalidUpload,
+    NotRegistered,
     PayloadDecodeError,
     PayloadMissing,
     UploadTooLarge,
@@ -25,15 +27,19 @@ from async_image_save.exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyRegistered",
     "AsyncImageSaveError",
     "ChecksumMismatch",
     "InvalidUpload",
+    "NotRegistered",
     "PayloadDecodeError",
     "PayloadMissing",
     "UploadTooLarge",
     "ThumbnailSpec",
     "__version__",
     "process_stored",
+    "register",
+    "unregister",
     "save_image",
     "thumbnail",
 ]
@@ -42,12 +48,14 @@ _LAZY = {
     "save_image": "async_image_save.saving",
     "process_stored": "async_image_save.saving",
     "ThumbnailSpec": "async_image_save.specs",
+    "register": "async_image_save.specs",
+    "unregister": "async_image_save.specs",
     "thumbnail": "async_image_save.thumbnails",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from async_image_save.saving import process_stored, save_image
-    from async_image_save.specs import ThumbnailSpec
+    from async_image_save.specs import ThumbnailSpec, register, unregister
     from async_image_save.thumbnails import thumbnail
 
 

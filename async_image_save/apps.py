@@ -1,8 +1,9 @@
-"""App configuration: registers the system checks."""
+"""App configuration: checks, tasks, clean-up receivers and spec autodiscovery."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 
 
@@ -16,5 +17,10 @@ class AsyncImageSaveConfig(AppConfig):
     def ready(self) -> None:
         from async_image_save import (
             checks,  # noqa: F401  (registers the checks)
+            cleanup,
             tasks,  # noqa: F401  (registers the shared tasks)
         )
+
+        cleanup.connect()
+        # Each installed app's thumbnails.py may register() specs in code.
+        autodiscover_modules("thumbnails")

@@ -188,3 +188,70 @@ def check_thumbnail_specs(app_configs: Any = None, **kwargs: Any) -> list[checks
                     )
                 )
     return errors
+
+
+# --- QueuedStorage (async_image_save.storage) ---
+
+
+@checks.register()
+def check_queued_storages(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E011: a QueuedStorage, its storages or its cache cannot be set up.
+
+    W002: ``delete_local`` with a per-process cache (LocMemCache).
+    """
+    from django.core.cache import InvalidCacheBackendError, caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from async_image_save.storage import iter_queued_storages
+
+    try:
+        found = list(iter_queued_storages())
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="Fix the QueuedStorage entry in STORAGES (see the storage documentation).",
+                id="async_image_save.E011",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    for identity, storage in found:
+        for role in ("local", "remote"):
+            try:
+                getattr(storage, role)
+            except ImproperlyConfigured as exc:
+                errors.append(
+                    checks.Error(
+                        f"{identity}: {exc}",
+                        hint=f"Give {role}= an alias in STORAGES, a dotted path or a storage.",
+                        id="async_image_save.E011",
+                    )
+                )
+    if not found:
+        return errors
+    alias = conf.ASYNC_IMAGE_SAVE_STORAGE_CACHE
+    try:
+        cache = caches[alias]
+    except InvalidCacheBackendError:
+        errors.append(
+            checks.Error(
+                f"ASYNC_IMAGE_SAVE_STORAGE_CACHE is {alias!r}, which is not in CACHES.",
+                hint="Name a cache alias, e.g. 'default'.",
+                id="async_image_save.E011",
+            )
+        )
+        return errors
+    deleting = [identity for identity, storage in found if storage.delete_local]
+    if isinstance(cache, LocMemCache) and deleting:
+        errors.append(
+            checks.Warning(
+                f"QueuedStorage {', '.join(deleting)} deletes local copies after the transfer, "
+                f"but the cache {alias!r} is a LocMemCache, private to each process: other "
+                "processes keep linking to the deleted local copy for up to "
+                "ASYNC_IMAGE_SAVE_STORAGE_PENDING_TIMEOUT seconds.",
+                hint="Use a cache that web and workers share (Redis, Memcached), or "
+                "delete_local=False.",
+                id="async_image_save.W002",
+            )
+        )
+    return errors

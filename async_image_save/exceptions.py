@@ -49,3 +49,14 @@ class ImageRejected(AsyncImageSaveError, ValueError):
     def __init__(self, message: str, *, code: str = "not_an_image") -> None:
         super().__init__(message)
         self.code = code
+
+
+class AlreadyRegistered(AsyncImageSaveError, ValueError):
+    """A thumbnail spec of that name already exists for the field."""
+
+
+class NotRegistered(AsyncImageSaveError, KeyError):
+    """No thumbnail spec of that name exists for the field."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

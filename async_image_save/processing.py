@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, models, router, transaction
 
 from async_image_save import status
+from async_image_save.cleanup import delete_thumbnails_on_commit
 from async_image_save.conf import conf
 from async_image_save.exceptions import (
     ChecksumMismatch,
@@ -309,6 +310,11 @@ def _commit(job: ImageJob, token: str, instance: models.Model, field: Any, name:
             elif not status.mark_saved(job.pk, name, token=token):
                 return status.current_state(job.pk)
             else:
+                previous = model._default_manager.filter(pk=instance.pk).values_list(
+                    field.attname, flat=True
+                )[0]
+                if previous and previous != name:
+                    delete_thumbnails_on_commit(field.storage, previous)
                 setattr(instance, field.attname, name)
                 # update_fields: other fields edited since the request are not overwritten.
                 instance.save(update_fields=update_fields)

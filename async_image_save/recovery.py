@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from async_image_save import status
-from async_image_save.models import ImageJob
+from async_image_save.models import ImageJob, QueuedFile
 from async_image_save.staging import resolve_ref
 
 logger = logging.getLogger("async_image_save")
@@ -132,4 +132,72 @@ def recover_stale(older_than: timedelta, *, dry_run: bool = False) -> list[Recov
             if not dry_run:
                 status.mark_failed(job.pk, "message_lost", reason)
             actions.append(RecoveryAction(job, "failed", reason))
+    return actions
+
+
+# --- QueuedStorage transfers (async_image_save.storage) ---
+
+
+@dataclass(frozen=True)
+class TransferRecovery:
+    """What recovery did (or, in a dry run, would do) with one QueuedStorage file."""
+
+    file: QueuedFile
+    action: str  # "requeued", "skipped"
+    reason: str
+
+
+def recover_transfers(
+    older_than: timedelta, *, retry_failed: bool = False, dry_run: bool = False
+) -> list[TransferRecovery]:
+    """Re-send transfers stale for ``older_than``; with ``retry_failed``, also failed ones.
+
+    A failed transfer is sent again only when a retry can fix it (the remote was
+    unreachable, the copy did not verify, the message was never queued); a
+    missing local copy cannot be fixed. Re-sending is safe: the transfer claims
+    its row by compare-and-set and does nothing for a file already remote.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    from async_image_save.storage import RETRYABLE_CODES, resolve_storage
+
+    FileState = QueuedFile.State
+    now = timezone.now()
+    rows = list(
+        QueuedFile.objects.filter(
+            state__in=(FileState.LOCAL, FileState.TRANSFERRING), updated_at__lt=now - older_than
+        ).order_by("created_at")
+    )
+    if retry_failed:
+        rows += QueuedFile.objects.filter(state=FileState.FAILED).order_by("created_at")
+    actions = []
+    for row in rows:
+        if row.state == FileState.FAILED and row.error_code not in RETRYABLE_CODES:
+            reason = f"failed with {row.error_code}, which a retry cannot fix: {row.error}"
+            actions.append(TransferRecovery(row, "skipped", reason))
+            continue
+        try:
+            storage = resolve_storage(row.storage)
+        except ImproperlyConfigured as exc:
+            actions.append(TransferRecovery(row, "skipped", str(exc)))
+            continue
+        failed = row.state == FileState.FAILED
+        if failed:
+            reason = f"failed ({row.error_code}); the transfer is sent again"
+        else:
+            reason = f"{row.state} since {row.updated_at:%Y-%m-%d %H:%M:%S}; sent again"
+        if not dry_run:
+            same = QueuedFile.objects.filter(pk=row.pk, state=row.state)
+            if failed:
+                moved = same.update(
+                    state=FileState.LOCAL, error="", error_code="", updated_at=timezone.now()
+                )
+            else:  # touching updated_at keeps the next run from sending it again at once
+                moved = same.update(updated_at=timezone.now())
+            if not moved:
+                continue
+            if failed:
+                storage.remember(row.name, FileState.LOCAL)
+            storage.queue_transfer(row.name)
+        actions.append(TransferRecovery(row, "requeued", reason))
     return actions

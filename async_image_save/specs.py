@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from PIL import ImageColor
 
 from async_image_save.conf import conf
+from async_image_save.exceptions import AlreadyRegistered, NotRegistered
 
 FIT_MODES = ("fit", "crop", "fill")
 CROP_ANCHORS = {
@@ -119,22 +121,95 @@ class ThumbnailSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+_registry: dict[str, dict[str, ThumbnailSpec]] = {}
+_cache: dict[tuple[str, str, bool], list[ThumbnailSpec]] = {}
+
+
+def _target_key(target: str) -> str:
+    parts = str(target).split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"{target!r} is not an 'app_label.Model.field' target.")
+    return target.lower()
+
+
+def register(target: str, spec: ThumbnailSpec | str, **options: Any) -> ThumbnailSpec:
+    """Add a spec for ``"app_label.Model.field"``, in code (e.g. an app's ``thumbnails.py``).
+
+    ``register("gallery.Photo.image", "small", size=(200, 200), crop="center")`` or
+    ``register("gallery.Photo.image", ThumbnailSpec(...))``. Raises
+    :class:`~async_image_save.exceptions.AlreadyRegistered` if the field already has
+    a spec of that name (in settings or in code).
+    """
+    key = _target_key(target)
+    if isinstance(spec, str):
+        spec = ThumbnailSpec.from_options(spec, options)
+    elif options:
+        raise TypeError("Pass either a ThumbnailSpec or a name with options, not both.")
+    model_label, _, field_name = target.rpartition(".")
+    existing = {s.name for s in specs_for(model_label, field_name)} | set(_registry.get(key, {}))
+    if spec.name in existing:
+        raise AlreadyRegistered(f"{target} already has a thumbnail spec named {spec.name!r}.")
+    _registry.setdefault(key, {})[spec.name] = spec
+    _cache.clear()
+    return spec
+
+
+def unregister(target: str, name: str) -> None:
+    """Remove a spec added with :func:`register`; NotRegistered if there is none."""
+    key = _target_key(target)
+    if name not in _registry.get(key, {}):
+        raise NotRegistered(
+            f"{target} has no spec {name!r} registered in code "
+            f"(registered: {sorted(_registry.get(key, {})) or 'none'})."
+        )
+    del _registry[key][name]
+    _cache.clear()
+
+
+def get_spec(target: str, name: str) -> ThumbnailSpec:
+    """The spec ``name`` of ``"app_label.Model.field"``; NotRegistered naming the known ones."""
+    model_label, _, field_name = _target_key(target).rpartition(".")
+    specs = {s.name: s for s in specs_for(model_label, field_name)}
+    if name not in specs:
+        raise NotRegistered(
+            f"{target} has no thumbnail spec {name!r}; known: {sorted(specs) or 'none'}."
+        )
+    return specs[name]
+
+
 def specs_for(
     model_label: str, field_name: str, *, is_image_field: bool = True
 ) -> list[ThumbnailSpec]:
-    """The specs configured for ``"app_label.Model"``'s ``field_name``.
+    """The specs of ``"app_label.Model"``'s ``field_name``: settings, then code.
 
     Fields listed in ``ASYNC_IMAGE_SAVE_THUMBNAILS`` use their own specs (an empty
-    dict turns thumbnails off); other image fields use
-    ``ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS``; plain file fields get none.
+    dict turns the settings specs off); other image fields use
+    ``ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS``; plain file fields get none from
+    settings. Specs added with :func:`register` come on top. Parsed once and
+    cached until a setting or the registry changes.
     """
-    per_field = conf.ASYNC_IMAGE_SAVE_THUMBNAILS
-    key = f"{model_label}.{field_name}"
-    lowered = {k.lower(): v for k, v in per_field.items()}
-    if key.lower() in lowered:
-        options = lowered[key.lower()]
+    cache_key = (model_label.lower(), field_name, is_image_field)
+    cached = _cache.get(cache_key)
+    if cached is not None:
+        return cached
+    key = f"{model_label}.{field_name}".lower()
+    lowered = {k.lower(): v for k, v in conf.ASYNC_IMAGE_SAVE_THUMBNAILS.items()}
+    if key in lowered:
+        options = lowered[key]
     elif is_image_field:
         options = conf.ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS
     else:
-        return []
-    return [ThumbnailSpec.from_options(name, opts) for name, opts in (options or {}).items()]
+        options = {}
+    specs = [ThumbnailSpec.from_options(name, opts) for name, opts in (options or {}).items()]
+    specs += list(_registry.get(key, {}).values())
+    _cache[cache_key] = specs
+    return specs
+
+
+def clear_cache(**kwargs: Any) -> None:
+    """Forget parsed specs (connected to ``setting_changed``)."""
+    if kwargs.get("setting", "ASYNC_IMAGE_SAVE_").startswith("ASYNC_IMAGE_SAVE_"):
+        _cache.clear()
+
+
+setting_changed.connect(clear_cache)

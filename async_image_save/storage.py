@@ -123,7 +123,8 @@ class QueuedStorage(Storage):
         self._identity: str | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} local={self._specs['local']!r} remote={self._specs['remote']!r}>"
+        local, remote = self._specs["local"], self._specs["remote"]
+        return f"<{type(self).__name__} local={local!r} remote={remote!r}>"
 
     # --- the two storages -------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class QueuedStorage(Storage):
             logger.exception("async_image_save could not uncache the state of %s", name)
 
     def state_of(self, name: str) -> str | None:
-        """``"local"``, ``"transferring"``, ``"remote"``, ``"failed"``, or ``None`` without a row."""
+        """The state of ``name`` (cache first, then its row); ``None`` when it has no row."""
         state = None
         try:
             state = _cache().get(self._key(name))
@@ -404,8 +405,6 @@ def resolve_storage(identity: str) -> QueuedStorage:
 
 def fail_unresolved(identity: str, name: str, error: str) -> None:
     """Fail the row of a transfer whose storage this process cannot find."""
-    QueuedFile.objects.filter(
-        storage=identity, name=name, state__in=(LOCAL, TRANSFERRING)
-    ).update(
+    QueuedFile.objects.filter(storage=identity, name=name, state__in=(LOCAL, TRANSFERRING)).update(
         state=FAILED, error_code="storage_unresolved", error=cut(error), updated_at=timezone.now()
     )

@@ -69,17 +69,41 @@ def _bind_in_process(message: dict[str, Any], name: str) -> None:
         processing.make_thumbnails(message["job_id"])
 
 
+def _thumbnails_in_process(job_id: str, queue: str | None = None) -> None:
+    from async_image_save import processing
+
+    processing.make_thumbnails(job_id)
+
+
+def _regenerate_in_process(args: tuple[str, str, str], **options: Any) -> None:
+    from async_image_save import processing
+
+    processing.regenerate(*args)
+
+
 @contextmanager
 def run_jobs_eagerly() -> Iterator[None]:
     """Within the block, queued jobs run in this process when their transaction commits."""
     from async_image_save import tasks
 
-    originals = tasks.publish, tasks.publish_stored
+    originals = (
+        tasks.publish,
+        tasks.publish_stored,
+        tasks.publish_thumbnails,
+        tasks.regenerate_thumbnails.apply_async,
+    )
     tasks.publish, tasks.publish_stored = _run_in_process, _bind_in_process
+    tasks.publish_thumbnails = _thumbnails_in_process
+    tasks.regenerate_thumbnails.apply_async = _regenerate_in_process
     try:
         yield
     finally:
-        tasks.publish, tasks.publish_stored = originals
+        (
+            tasks.publish,
+            tasks.publish_stored,
+            tasks.publish_thumbnails,
+            tasks.regenerate_thumbnails.apply_async,
+        ) = originals
 
 
 def wait_for_job(job: Any, timeout: float = 60.0) -> Any:
@@ -107,16 +131,16 @@ class ImageJobTestMixin:
     def assertImageSaved(self, job: Any) -> None:  # noqa: N802 - unittest naming
         """The job ended ``done`` (or ``saved`` without thumbnails)."""
         job.refresh_from_db()
-        assert job.state in ("done", "saved"), (
-            f"job {job.pk} is {job.state}: {job.error_code} {job.error}"
-        )
+        if job.state not in ("done", "saved"):
+            raise AssertionError(f"job {job.pk} is {job.state}: {job.error_code} {job.error}")
 
     def assertImageFailed(self, job: Any, code: str | None = None) -> None:  # noqa: N802
         """The job ended ``failed`` (with ``code`` if given)."""
         job.refresh_from_db()
-        assert job.state == "failed", f"job {job.pk} is {job.state}, not failed"
-        if code is not None:
-            assert job.error_code == code, f"job {job.pk} failed with {job.error_code}, not {code}"
+        if job.state != "failed":
+            raise AssertionError(f"job {job.pk} is {job.state}, not failed")
+        if code is not None and job.error_code != code:
+            raise AssertionError(f"job {job.pk} failed with {job.error_code}, not {code}")
 
 
 class WorkerProcess:
@@ -149,7 +173,8 @@ class WorkerProcess:
             command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
+        if self.proc.stdout is None:  # pragma: no cover - Popen always gives one here
+            raise RuntimeError("worker stdout is not captured")
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line and self.proc.poll() is not None:

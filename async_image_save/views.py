@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.generic.edit import CreateView, UpdateView
@@ -17,6 +19,7 @@ from django.views.generic.edit import CreateView, UpdateView
 from async_image_save.models import ImageJob, Thumbnail
 
 SESSION_KEY = "async_image_save_jobs"
+_TOKEN_SALT = "async_image_save.views.job_token"
 #: How many job ids a session remembers (the oldest are forgotten first).
 SESSION_MAX_JOBS = 200
 
@@ -31,10 +34,28 @@ def remember_job(request: HttpRequest, job: ImageJob) -> None:
     session[SESSION_KEY] = jobs[-SESSION_MAX_JOBS:]
 
 
+def job_token(job: ImageJob) -> str:
+    """A token that lets whoever holds it read ``job``'s status (HMAC of the id).
+
+    Hand it only to the uploader (``job_status_url`` does): unlike the session,
+    it survives parallel uploads whose session writes would race.
+    """
+    return salted_hmac(_TOKEN_SALT, job.pk.hex, algorithm="sha256").hexdigest()[:32]
+
+
+def job_status_url(job: ImageJob) -> str:
+    """The status URL of ``job`` for its uploader, with its token."""
+    path = reverse("async_image_save:job-status", args=[job.pk])
+    return f"{path}?token={job_token(job)}"
+
+
 def can_view(request: HttpRequest, job: ImageJob) -> bool:
-    """Owner, staff, or the session that started the job."""
+    """Owner, staff, the session that started the job, or the holder of its token."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and (user.is_staff or job.owner_id == user.pk):
+        return True
+    token = request.GET.get("token", "")
+    if token and constant_time_compare(token, job_token(job)):
         return True
     session = getattr(request, "session", None)
     return session is not None and job.pk.hex in session.get(SESSION_KEY, [])
@@ -107,8 +128,6 @@ class AsyncImageFormViewMixin:
     def form_valid(self, form: Any) -> Any:
         if not wants_json(self.request):  # type: ignore[attr-defined]
             return super().form_valid(form)  # type: ignore[misc]
-        from django.urls import reverse
-
         # JSON clients need no success_url: save here instead of in the parent.
         self.object = form.save()
 
@@ -116,7 +135,7 @@ class AsyncImageFormViewMixin:
             name: {
                 "id": str(job.pk),
                 "state": job.state,
-                "status_url": reverse("async_image_save:job-status", args=[job.pk]),
+                "status_url": job_status_url(job),
             }
             for name, job in getattr(form, "image_jobs", {}).items()
         }

@@ -1,4 +1,7 @@
-"""``manage.py async_image_save_recover --older-than 15m [--dry-run] [--retry-failed]``."""
+"""``manage.py async_image_save_recover --older-than 15m [--dry-run] [--retry-failed]``.
+
+``--transfers`` also recovers QueuedStorage transfers.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from async_image_save.durations import parse_duration
 from async_image_save.models import ImageJob
-from async_image_save.recovery import recover_stale, retry_job
+from async_image_save.recovery import recover_stale, recover_transfers, retry_job
 
 
 class Command(BaseCommand):
@@ -24,6 +27,12 @@ class Command(BaseCommand):
             "--retry-failed",
             action="store_true",
             help="Also re-send failed jobs whose file or staged payload still exists.",
+        )
+        parser.add_argument(  # QueuedStorage (async_image_save.storage)
+            "--transfers",
+            action="store_true",
+            help="Also re-send QueuedStorage transfers stale for --older-than and, with "
+            "--retry-failed, failed ones a retry can fix.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -44,3 +53,14 @@ class Command(BaseCommand):
                 f"{prefix}{item.action}: {item.job.pk} ({item.job.source_name}): {item.reason}"
             )
         self.stdout.write(f"{prefix}{len(actions)} job(s) handled.")
+        if options["transfers"]:  # QueuedStorage (async_image_save.storage)
+            transfers = recover_transfers(
+                older_than, retry_failed=options["retry_failed"], dry_run=dry_run
+            )
+            for done in transfers:
+                self.stdout.write(
+                    f"{prefix}{done.action}: transfer of {done.file.name} "
+                    f"({done.file.storage}): {done.reason}"
+                )
+            handled = sum(1 for done in transfers if done.action != "skipped")
+            self.stdout.write(f"{prefix}{handled} transfer(s) handled.")

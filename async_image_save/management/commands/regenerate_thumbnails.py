@@ -50,7 +50,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from async_image_save.tasks import regenerate_thumbnails
 
-        total = 0
+        total = failed = 0
         for model, field_name in _targets(options["target"]):
             queryset = model._default_manager.exclude(**{field_name: ""}).exclude(
                 **{f"{field_name}__isnull": True}
@@ -68,7 +68,14 @@ class Command(BaseCommand):
                     if have >= len(specs):
                         continue
                 if options["sync"]:
-                    generate_thumbnails(obj, field_name)
+                    try:
+                        generate_thumbnails(obj, field_name)
+                    except Exception as exc:  # one broken file must not stop the run
+                        failed += 1
+                        self.stderr.write(
+                            f"\n{model._meta.label} {obj.pk}: {type(exc).__name__}: {exc}"
+                        )
+                        continue
                 else:
                     regenerate_thumbnails.apply_async(
                         (model._meta.label, str(obj.pk), field_name), serializer="msgpack"
@@ -78,3 +85,7 @@ class Command(BaseCommand):
             self.stdout.write("")
         verb = "regenerated" if options["sync"] else "queued"
         self.stdout.write(self.style.SUCCESS(f"{total} image(s) {verb}."))
+        if failed:
+            self.stdout.write(
+                self.style.WARNING(f"{failed} image(s) could not be read (see above).")
+            )

@@ -8,14 +8,20 @@
  *     onError: function (job) {},      // job.error_code, job.error
  *     initialDelay: 300, maxDelay: 5000, factor: 1.5, timeout: 600000
  *   });
- *   AsyncImageSave.swapPlaceholders(root, job)  // <img data-async-image-spec="small">
+ *   AsyncImageSave.swapPlaceholders(root, job)
+ *
+ * Placeholders are swapped when the job is done: every
+ * <img data-async-image-job="JOB ID" data-async-image-spec="small"> on the page,
+ * plus, when options.root is given, those inside it without a job id.
  */
 (function (global) {
   "use strict";
 
   function swapPlaceholders(root, job) {
-    var imgs = (root || document).querySelectorAll("img[data-async-image-spec]");
-    Array.prototype.forEach.call(imgs, function (img) {
+    var mine = document.querySelectorAll('img[data-async-image-job="' + job.id + '"]');
+    var inRoot = root ? root.querySelectorAll("img[data-async-image-spec]:not([data-async-image-job])") : [];
+    var imgs = Array.prototype.slice.call(mine).concat(Array.prototype.slice.call(inRoot));
+    imgs.forEach(function (img) {
       var thumb = job.thumbnails && job.thumbnails[img.getAttribute("data-async-image-spec")];
       if (!thumb) { return; }
       img.src = thumb.url;
@@ -48,7 +54,7 @@
         .then(function (job) {
           call("onProgress", job);
           if (job.state === "done") {
-            if (options.root !== null) { swapPlaceholders(options.root, job); }
+            swapPlaceholders(options.root || null, job);
             call("onDone", job);
           } else if (job.state === "failed") {
             call("onError", job);
