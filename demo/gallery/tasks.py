@@ -13,6 +13,7 @@ import logging
 import posixpath
 import shutil
 import tempfile
+import time
 import zipfile
 
 from celery import shared_task
@@ -91,11 +92,15 @@ def write_zip(bundle: SizeBundle) -> str:
     with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
         # Images are compressed already: store them as they are.
         with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as archive:
+            now = time.localtime()[:6]
             for arcname, name in zip_members(photo):
-                with storage.open(name, "rb") as src, archive.open(arcname, "w") as dst:
+                info = zipfile.ZipInfo(arcname, date_time=now)
+                info.external_attr = 0o644 << 16  # rw-r--r-- when unpacked
+                with storage.open(name, "rb") as src, archive.open(info, "w") as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
         spool.seek(0)
-        bundle.file.save(f"{stem}-all-sizes.zip", File(spool), save=False)
+        zip_name = f"{stem}-all-sizes.zip"
+        bundle.file.save(zip_name, File(spool, name=zip_name), save=False)
     return bundle.file.name
 
 

@@ -89,6 +89,17 @@ def accept_upload(request: HttpRequest, form: PhotoForm) -> tuple[Photo, ImageJo
     return photo, job
 
 
+def upload_answer(photo: Photo, job: ImageJob) -> dict[str, Any]:
+    return {
+        "job": str(job.pk),
+        "state": job.state,
+        "status_url": job_status_url(job),
+        "photo": photo.pk,
+        "photo_url": photo.get_absolute_url(),
+        "title": photo.title,
+    }
+
+
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
     """The upload page; POST takes one file (from upload.js) or several (plain form)."""
@@ -111,20 +122,15 @@ def upload(request: HttpRequest) -> HttpResponse:
         failed = failed or form
 
     if wants_json(request):
-        if failed is not None:
-            return JsonResponse({"errors": failed.errors.get_json_data()}, status=400)
-        photo, job = accepted[0]
-        return JsonResponse(
-            {
-                "job": str(job.pk),
-                "state": job.state,
-                "status_url": job_status_url(job),
-                "photo": photo.pk,
-                "photo_url": photo.get_absolute_url(),
-                "title": photo.title,
-            },
-            status=202,
-        )
+        # upload.js sends one file per request; several files get "jobs" (and
+        # "errors" if some were refused), the first job also at the top level.
+        errors = failed.errors.get_json_data() if failed is not None else None
+        if not accepted:
+            return JsonResponse({"errors": errors}, status=400)
+        body = dict(upload_answer(*accepted[0]), jobs=[upload_answer(*a) for a in accepted])
+        if errors:
+            body["errors"] = errors
+        return JsonResponse(body, status=202)
 
     if accepted:
         messages.success(

@@ -54,7 +54,7 @@
     info.appendChild(row.message);
     row.el.appendChild(row.img);
     row.el.appendChild(info);
-    list.insertBefore(row.el, list.firstChild);
+    list.appendChild(row.el);
     return row;
   }
 
@@ -103,9 +103,27 @@
     });
   }
 
-  function send(file) {
-    var row = makeRow(file);
+  // Files go up one at a time. Besides sharing the bandwidth fairly, this
+  // keeps the session consistent: the server remembers each job in the
+  // session, and two uploads answered at the same moment would each save
+  // their own copy of it, so one job id would be lost (and the first
+  // uploads of a new visitor would even get different sessions).
+  var waiting = [];
+  var busy = false;
+
+  function pump() {
+    if (busy || !waiting.length) { return; }
+    busy = true;
+    var next = waiting.shift();
+    send(next.file, next.row, function () {
+      busy = false;
+      pump();
+    });
+  }
+
+  function send(file, row, finished) {
     setStage(row, "uploading");
+    row.message.textContent = "Uploading 0%";
     var data = new FormData();
     data.append("image", file, file.name);
     if (titleInput && titleInput.value) { data.append("title", titleInput.value); }
@@ -120,6 +138,7 @@
         row.message.textContent = "Uploading " + row.bar.value + "%";
       }
     };
+    xhr.onloadend = finished;
     xhr.onload = function () {
       var body = null;
       try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
@@ -137,7 +156,13 @@
   }
 
   function sendAll(files) {
-    Array.prototype.forEach.call(files || [], send);
+    Array.prototype.forEach.call(files || [], function (file) {
+      var row = makeRow(file);
+      row.el.setAttribute("data-state", "waiting");
+      row.message.textContent = "Waiting for the uploads before it.";
+      waiting.push({ file: file, row: row });
+    });
+    pump();
   }
 
   input.addEventListener("change", function () {
