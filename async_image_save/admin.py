@@ -94,13 +94,22 @@ class AsyncImageAdminMixin:
                 field_file = getattr(obj, name)
                 if not field_file:
                     continue
-                with field_file.storage.open(field_file.name, "rb") as fh:
-                    save_image(
-                        File(fh, name=posixpath.basename(field_file.name)),
-                        obj,
-                        name,
-                        user=request.user,
+                try:
+                    with field_file.storage.open(field_file.name, "rb") as fh:
+                        save_image(
+                            File(fh, name=posixpath.basename(field_file.name)),
+                            obj,
+                            name,
+                            user=request.user,
+                        )
+                except (OSError, ValueError) as exc:  # a missing or unreadable file
+                    self.message_user(  # type: ignore[attr-defined]
+                        request,
+                        _("%(obj)s: %(name)s was not re-saved (%(error)s).")
+                        % {"obj": obj, "name": field_file.name, "error": exc},
+                        messages.WARNING,
                     )
+                    continue
                 count += 1
         self.message_user(  # type: ignore[attr-defined]
             request,

@@ -14,6 +14,7 @@ from typing import Any
 from django.db import models, router, transaction
 from django.db.models.signals import post_delete
 
+from async_image_save.lookup import forget_records
 from async_image_save.models import Thumbnail
 
 logger = logging.getLogger("async_image_save")
@@ -33,6 +34,7 @@ def delete_thumbnails(storage: Any, source_name: str) -> int:
         except Exception:
             logger.exception("async_image_save could not delete thumbnail %s", record.name)
     Thumbnail.objects.filter(pk__in=[r.pk for r in records]).delete()
+    forget_records(records)
     return len(records)
 
 

@@ -129,6 +129,25 @@ class Settings:
         return self._get("ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS", DEFAULT_THUMBNAILS)
 
     @property
+    def ASYNC_IMAGE_SAVE_CACHE(self) -> str:
+        """Cache alias for thumbnail records and missing-thumbnail requests.
+
+        Use one that web processes and workers share (Redis, Memcached) so that a
+        regenerated or deleted thumbnail is forgotten everywhere.
+        """
+        return self._get("ASYNC_IMAGE_SAVE_CACHE", "default")
+
+    @property
+    def ASYNC_IMAGE_SAVE_GENERATE_MISSING(self) -> bool:
+        """Queue thumbnails that were never made when a page asks for them."""
+        return bool(self._get("ASYNC_IMAGE_SAVE_GENERATE_MISSING", True))
+
+    @property
+    def ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS(self) -> bool:
+        """Make missing thumbnails inside the request (slow; for development only)."""
+        return bool(self._get("ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS", False))
+
+    @property
     def ASYNC_IMAGE_SAVE_PLACEHOLDER_URL(self) -> str | None:
         """URL shown until a thumbnail exists; ``None`` uses the bundled SVG."""
         return self._get("ASYNC_IMAGE_SAVE_PLACEHOLDER_URL", None)

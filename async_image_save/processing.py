@@ -25,12 +25,12 @@ from async_image_save.exceptions import (
     PayloadDecodeError,
     PayloadMissing,
 )
+from async_image_save.generation import field_specs, generate_thumbnails
 from async_image_save.imaging import validate_image
 from async_image_save.models import ImageJob
 from async_image_save.payload import UploadPayload, decode
 from async_image_save.signals import image_saved, send_robust, thumbnails_ready
 from async_image_save.staging import resolve_ref
-from async_image_save.thumbnails import field_specs, generate_thumbnails
 
 logger = logging.getLogger("async_image_save")
 State = ImageJob.State

@@ -1,85 +1,37 @@
-"""Thumbnails of a saved image: generation in the worker, lookup in templates.
+"""Thumbnails in pages: ``thumbnail(obj.photo, "small")`` and its placeholder.
 
-Each generated thumbnail is recorded in :class:`~async_image_save.models.Thumbnail`,
-so ``thumbnail(obj.photo, "small").url`` needs one indexed query and no storage
-call. Until a thumbnail exists, :func:`thumbnail` returns a falsy
-:class:`Placeholder`.
+A lookup reads the :class:`~async_image_save.models.Thumbnail` record (cached),
+never the storage: ``url``, ``width`` and ``height`` cost no ``exists()``,
+``size()`` or ``open()`` call, which on S3 would be a network round trip each.
+Until a thumbnail exists, :func:`thumbnail` returns a falsy :class:`Placeholder`;
+one that was never made (a spec added later, an image saved before the app was
+installed) is queued once, deduplicated through Django's cache.
 """
 
 from __future__ import annotations
 
-import posixpath
+import hashlib
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.core.files.base import ContentFile
-from django.db.models.fields.files import FieldFile, ImageField
+from django.core.cache import caches
+from django.db import transaction
+from django.db.models.fields.files import FieldFile
 from django.templatetags.static import static
 
 from async_image_save.conf import conf
-from async_image_save.imaging import render_thumbnails
-from async_image_save.models import Thumbnail
-from async_image_save.specs import ThumbnailSpec, specs_for
+from async_image_save.generation import (  # noqa: F401  (public names kept here)
+    field_specs,
+    generate_thumbnails,
+    thumbnail_name,
+)
+from async_image_save.lookup import lookup, prefetch
+from async_image_save.models import ImageJob
+from async_image_save.specs import ThumbnailSpec
 
-
-def thumbnail_name(source_name: str, spec: ThumbnailSpec, extension: str) -> str:
-    """Deterministic name: ``<dir>/thumbs/<stem>.<spec>.<spec hash>.<ext>``.
-
-    Changing a spec changes its hash, hence the name, so stale files are never
-    served under a new spec.
-    """
-    directory, filename = posixpath.split(source_name)
-    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
-    return posixpath.join(directory, "thumbs", f"{stem}.{spec.name}.{spec.digest}.{extension}")
-
-
-def field_specs(instance: Any, field_name: str) -> list[ThumbnailSpec]:
-    """The specs that apply to ``instance``'s ``field_name``."""
-    field = instance._meta.get_field(field_name)
-    return specs_for(instance._meta.label, field_name, is_image_field=isinstance(field, ImageField))
-
-
-def generate_thumbnails(
-    instance: Any, field_name: str, content_type: ContentType | None = None
-) -> list[Thumbnail]:
-    """Render every spec of the field from one decode, store and record them.
-
-    Writes through the field's own storage. Re-running is safe: an existing
-    file under the deterministic name is replaced and its record updated.
-    ``content_type`` saves a lookup when the caller already has it.
-    """
-    field_file: FieldFile = getattr(instance, field_name)
-    specs = field_specs(instance, field_name)
-    if not field_file or not specs:
-        return []
-    storage = field_file.storage
-    source_name = field_file.name
-    with storage.open(source_name, "rb") as fp:
-        rendered = render_thumbnails(fp, specs)
-    content_type = content_type or ContentType.objects.get_for_model(type(instance))
-    records = []
-    for item in rendered:
-        name = thumbnail_name(source_name, item.spec, item.extension)
-        if storage.exists(name):
-            storage.delete(name)
-        stored = storage.save(name, ContentFile(item.data))
-        record, _ = Thumbnail.objects.update_or_create(
-            source_name=source_name,
-            spec=item.spec.name,
-            defaults={
-                "content_type": content_type,
-                "object_id": str(instance.pk),
-                "field_name": field_name,
-                "spec_hash": item.spec.digest,
-                "name": stored,
-                "width": item.width,
-                "height": item.height,
-                "size": len(item.data),
-            },
-        )
-        records.append(record)
-    return records
+logger = logging.getLogger("async_image_save")
 
 
 @dataclass(frozen=True)
@@ -131,18 +83,65 @@ def thumbnail(field_file: FieldFile, spec_name: str) -> ThumbnailFile | Placehol
             f"No thumbnail spec {spec_name!r} for {field_file.instance._meta.label}."
             f"{field_file.field.name}; known specs: {sorted(specs) or 'none'}."
         )
-    record = None
-    if field_file.name:
-        # The hash makes a changed spec show its placeholder, not the old output.
-        record = Thumbnail.objects.filter(
-            source_name=field_file.name, spec=spec_name, spec_hash=spec.digest
-        ).first()
+    record = lookup(field_file.name, spec) if field_file.name else None
     if record is None:
-        return Placeholder(url=placeholder_url(), width=spec.width, height=spec.height)
+        if field_file.name:
+            _request_missing(field_file, spec)
+            if conf.ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS:
+                record = lookup(field_file.name, spec)
+        if record is None:
+            return Placeholder(url=placeholder_url(), width=spec.width, height=spec.height)
     return ThumbnailFile(
-        name=record.name,
-        url=field_file.storage.url(record.name),
-        width=record.width,
-        height=record.height,
-        size=record.size,
+        name=record["name"],
+        url=field_file.storage.url(record["name"]),
+        width=record["width"],
+        height=record["height"],
+        size=record["size"],
     )
+
+
+def prefetch_thumbnails(field_files: Iterable[FieldFile]) -> None:
+    """Load the thumbnail records of many images in one query (for list pages)."""
+    pairs = []
+    for field_file in field_files:
+        if field_file and field_file.name:
+            for spec in field_specs(field_file.instance, field_file.field.name):
+                pairs.append((field_file.name, spec))
+    prefetch(pairs)
+
+
+def _request_missing(field_file: FieldFile, spec: ThumbnailSpec) -> None:
+    """Queue (once) or, if configured, make now the thumbnails of a source that has none."""
+    instance, field_name = field_file.instance, field_file.field.name
+    if conf.ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS:
+        generate_thumbnails(instance, field_name)
+        return
+    if not conf.ASYNC_IMAGE_SAVE_GENERATE_MISSING:
+        return
+    digest = hashlib.sha256(f"{field_file.name}\0{spec.digest}".encode()).hexdigest()
+    cache = caches[conf.ASYNC_IMAGE_SAVE_CACHE]
+    if not cache.add(f"async_image_save:missing:{digest}", 1, MISSING_REQUEST_SECONDS):
+        return  # already asked for, by this or another process sharing the cache
+    busy = ImageJob.objects.filter(
+        content_type=ContentType.objects.get_for_model(type(instance)),
+        object_id=str(instance.pk),
+        field_name=field_name,
+        state__in=(ImageJob.State.PENDING, ImageJob.State.SAVED),
+    ).exists()
+    if busy:
+        return  # its job will make the thumbnails
+    from async_image_save.tasks import regenerate_thumbnails
+
+    args = (instance._meta.label, str(instance.pk), field_name)
+
+    def send() -> None:
+        try:
+            regenerate_thumbnails.apply_async(args, serializer="msgpack")
+        except Exception:
+            logger.exception("async_image_save could not queue missing thumbnails of %s", args)
+
+    transaction.on_commit(send)
+
+
+#: How long a request for missing thumbnails is remembered (so it is sent once).
+MISSING_REQUEST_SECONDS = 600

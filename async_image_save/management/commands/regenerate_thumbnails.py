@@ -9,8 +9,8 @@ from django.core.exceptions import FieldDoesNotExist
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models
 
+from async_image_save.generation import field_specs, generate_thumbnails
 from async_image_save.models import Thumbnail
-from async_image_save.thumbnails import field_specs, generate_thumbnails
 
 
 def _targets(label: str | None) -> list[tuple[type[models.Model], str]]:

@@ -1,0 +1,75 @@
+"""Generating thumbnails in the worker: one decode, every spec, recorded in the database."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.files.base import ContentFile
+from django.db.models.fields.files import FieldFile, ImageField
+
+from async_image_save.imaging import render_thumbnails
+from async_image_save.lookup import forget
+from async_image_save.models import Thumbnail
+from async_image_save.specs import ThumbnailSpec, specs_for
+
+
+def thumbnail_name(source_name: str, spec: ThumbnailSpec, extension: str) -> str:
+    """Deterministic name: ``<dir>/thumbs/<stem>.<spec>.<spec hash>.<ext>``.
+
+    Changing a spec changes its hash, hence the name, so stale files are never
+    served under a new spec.
+    """
+    directory, filename = posixpath.split(source_name)
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return posixpath.join(directory, "thumbs", f"{stem}.{spec.name}.{spec.digest}.{extension}")
+
+
+def field_specs(instance: Any, field_name: str) -> list[ThumbnailSpec]:
+    """The specs that apply to ``instance``'s ``field_name``."""
+    field = instance._meta.get_field(field_name)
+    return specs_for(instance._meta.label, field_name, is_image_field=isinstance(field, ImageField))
+
+
+def generate_thumbnails(
+    instance: Any, field_name: str, content_type: ContentType | None = None
+) -> list[Thumbnail]:
+    """Render every spec of the field from one decode, store and record them.
+
+    Writes through the field's own storage. Re-running is safe: an existing
+    file under the deterministic name is replaced and its record updated.
+    ``content_type`` saves a lookup when the caller already has it.
+    """
+    field_file: FieldFile = getattr(instance, field_name)
+    specs = field_specs(instance, field_name)
+    if not field_file or not specs:
+        return []
+    storage = field_file.storage
+    source_name = field_file.name
+    with storage.open(source_name, "rb") as fp:
+        rendered = render_thumbnails(fp, specs)
+    content_type = content_type or ContentType.objects.get_for_model(type(instance))
+    records = []
+    for item in rendered:
+        name = thumbnail_name(source_name, item.spec, item.extension)
+        if storage.exists(name):
+            storage.delete(name)
+        stored = storage.save(name, ContentFile(item.data))
+        record, _ = Thumbnail.objects.update_or_create(
+            source_name=source_name,
+            spec=item.spec.name,
+            defaults={
+                "content_type": content_type,
+                "object_id": str(instance.pk),
+                "field_name": field_name,
+                "spec_hash": item.spec.digest,
+                "name": stored,
+                "width": item.width,
+                "height": item.height,
+                "size": len(item.data),
+            },
+        )
+        forget(source_name, item.spec)
+        records.append(record)
+    return records
