@@ -33,6 +33,8 @@ TEST_REQUIRES = [
     "ruff>=0.6",
     "sphinx>=7",
     "tox>=4",
+    "pyvips>=2.2",
+    "pyvips-binary>=8.15",
 ]
 
 setup(
@@ -60,6 +62,7 @@ setup(
     extras_require={
         "redis": ["redis>=5"],
         "s3": ["django-storages[s3]>=1.14"],
+        "vips": ["pyvips>=2.2"],
         "postgres": ["psycopg[binary]>=3.1"],
         "test": TEST_REQUIRES + ["django-storages[s3]>=1.14"],
     },

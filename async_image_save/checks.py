@@ -255,3 +255,21 @@ def check_queued_storages(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         )
     return errors
+
+
+@checks.register()
+def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E011: the thumbnail engine cannot be loaded (e.g. pyvips missing)."""
+    from async_image_save.engines import get_engine
+
+    try:
+        get_engine()
+    except (ImproperlyConfigured, OSError) as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="Set ASYNC_IMAGE_SAVE_ENGINE to 'pillow', or install pyvips and libvips.",
+                id="async_image_save.E011",
+            )
+        ]
+    return []

@@ -129,6 +129,11 @@ class Settings:
         return self._get("ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS", DEFAULT_THUMBNAILS)
 
     @property
+    def ASYNC_IMAGE_SAVE_ENGINE(self) -> str:
+        """Thumbnail engine: ``"pillow"``, ``"vips"`` or a dotted path."""
+        return self._get("ASYNC_IMAGE_SAVE_ENGINE", "pillow")
+
+    @property
     def ASYNC_IMAGE_SAVE_CACHE(self) -> str:
         """Cache alias for thumbnail records and missing-thumbnail requests.
 

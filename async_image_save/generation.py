@@ -9,7 +9,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files.base import ContentFile
 from django.db.models.fields.files import FieldFile, ImageField
 
-from async_image_save.imaging import render_thumbnails
+from async_image_save.engines import get_engine
 from async_image_save.lookup import forget
 from async_image_save.models import Thumbnail
 from async_image_save.specs import ThumbnailSpec, specs_for
@@ -48,7 +48,7 @@ def generate_thumbnails(
     storage = field_file.storage
     source_name = field_file.name
     with storage.open(source_name, "rb") as fp:
-        rendered = render_thumbnails(fp, specs)
+        rendered = get_engine().render(fp, specs)
     content_type = content_type or ContentType.objects.get_for_model(type(instance))
     records = []
     for item in rendered:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageColor, ImageOps, ImageSequence, UnidentifiedImageError
 
 from async_image_save.exceptions import ImageRejected
 from async_image_save.specs import CROP_ANCHORS, ThumbnailSpec
@@ -24,7 +24,9 @@ from async_image_save.specs import CROP_ANCHORS, ThumbnailSpec
 ALLOWED_SOURCE_FORMATS = frozenset(
     {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "AVIF", "HEIF"}
 )
-_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
+_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
+#: Frames kept from an animation; more are dropped (a frame bomb costs nothing more).
+MAX_ANIMATION_FRAMES = 300
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 
 
@@ -133,6 +135,50 @@ def _encode(
     return out.getvalue(), _EXTENSIONS[fmt]
 
 
+def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """CMYK to sRGB through the embedded profile when there is one (else Pillow's formula)."""
+    if image.mode != "CMYK":
+        return image
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(
+                image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: fall back to the plain conversion
+    return image.convert("RGB")
+
+
+def _render_animation(
+    image: Image.Image, spec: ThumbnailSpec, width: int, height: int
+) -> RenderedThumbnail:
+    """Every frame (up to MAX_ANIMATION_FRAMES) resized; WebP or GIF out."""
+    size = _intermediate_size(spec, width, height)
+    frames, durations = [], []
+    with _bomb_guard():
+        for index, frame in enumerate(ImageSequence.Iterator(image)):
+            if index >= MAX_ANIMATION_FRAMES:
+                break
+            resized = _resize(frame.convert("RGBA"), size)
+            frames.append(_crop(resized, spec) if spec.fit == "crop" else resized)
+            durations.append(int(frame.info.get("duration", 100)))
+    fmt = spec.format or ("gif" if image.format == "GIF" else "webp")
+    out = io.BytesIO()
+    options: dict[str, object] = {"quality": spec.quality} if fmt == "webp" else {}
+    frames[0].save(
+        out,
+        format=fmt.upper(),
+        save_all=True,
+        append_images=frames[1:],
+        duration=durations,
+        loop=image.info.get("loop", 0),
+        **options,
+    )
+    first = frames[0]
+    return RenderedThumbnail(spec, out.getvalue(), first.width, first.height, _EXTENSIONS[fmt])
+
+
 def _intermediate_size(spec: ThumbnailSpec, width: int, height: int) -> tuple[int, int]:
     """Size before cropping, computed from the original (oriented) size on both axes.
 
@@ -181,16 +227,20 @@ def render_thumbnails(fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[Rendere
         if source_format in ("JPEG", "MPO") and largest < 1.0:
             box = (int(image.width * largest) + 1, int(image.height * largest) + 1)
             image.draft("RGB", box)  # DCT-domain downscale: decode at 1/2, 1/4 or 1/8
-        # A CMYK profile is wrong once the pixels are converted to RGB.
-        icc = None if image.mode == "CMYK" else image.info.get("icc_profile")
+        source_icc = image.info.get("icc_profile")
+        # A CMYK profile is wrong once the pixels are in sRGB; RGB profiles are kept.
+        icc = None if image.mode == "CMYK" else source_icc
+        animated = getattr(image, "n_frames", 1) > 1
         image.seek(0)  # first frame of an animation
         try:
             image.load()
         except Exception as exc:
             raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
-    working = _normalise_mode(ImageOps.exif_transpose(image))
+    working = _normalise_mode(_to_srgb(ImageOps.exif_transpose(image), source_icc))
     results: list[RenderedThumbnail] = []
-    for spec in ordered:
+    for spec in [s for s in ordered if s.animated and animated]:
+        results.append(_render_animation(image, spec, width, height))
+    for spec in [s for s in ordered if not (s.animated and animated)]:
         size = _intermediate_size(spec, width, height)
         if spec.fit == "fill":
             output = _resize(working, size)  # distorted: never cascade from it

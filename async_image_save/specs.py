@@ -26,8 +26,19 @@ CROP_ANCHORS = {
     "bottom-left": (0.0, 1.0),
     "bottom-right": (1.0, 1.0),
 }
-FORMATS = ("jpeg", "png", "webp", "avif")
-_OPTIONS = {"size", "crop", "fit", "format", "quality", "upscale", "progressive", "background"}
+FORMATS = ("jpeg", "png", "webp", "avif", "gif")
+ANIMATED_FORMATS = ("webp", "gif")
+_OPTIONS = {
+    "size",
+    "crop",
+    "fit",
+    "format",
+    "quality",
+    "upscale",
+    "progressive",
+    "background",
+    "animated",
+}
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,8 @@ class ThumbnailSpec:
     ``fit``: ``"fit"`` keeps the aspect ratio inside the box, ``"crop"`` fills the
     box and cuts the overflow around ``anchor``, ``"fill"`` stretches to the box.
     ``format`` ``None`` keeps JPEG/PNG/WebP sources as they are (others become JPEG,
-    or PNG when transparent).
+    or PNG when transparent). ``animated`` keeps every frame of an animated GIF or
+    WebP (as WebP or GIF); otherwise the first frame is used.
     """
 
     name: str
@@ -50,6 +62,7 @@ class ThumbnailSpec:
     upscale: bool = False
     progressive: bool = False
     background: str = "#ffffff"
+    animated: bool = False
 
     @classmethod
     def from_options(cls, name: str, options: dict[str, Any]) -> ThumbnailSpec:
@@ -93,6 +106,12 @@ class ThumbnailSpec:
         quality = options.get("quality", 85)
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
             raise ImproperlyConfigured(f"{where}: 'quality' must be an int from 1 to 100.")
+        animated = bool(options.get("animated", False))
+        if animated and fmt not in (None, *ANIMATED_FORMATS):
+            raise ImproperlyConfigured(
+                f"{where}: 'animated' needs format {' or '.join(ANIMATED_FORMATS)} "
+                f"(or None), not {fmt!r}."
+            )
         background = str(options.get("background", "#ffffff"))
         try:
             ImageColor.getrgb(background)
@@ -112,6 +131,7 @@ class ThumbnailSpec:
             upscale=bool(options.get("upscale", False)),
             progressive=bool(options.get("progressive", False)),
             background=background,
+            animated=animated,
         )
 
     @property

@@ -1,0 +1,95 @@
+"""The libvips engine (``ASYNC_IMAGE_SAVE_ENGINE = "vips"``, extra ``[vips]``).
+
+Same geometry as the Pillow engine (sizes from ``imaging._intermediate_size``),
+but libvips shrinks on load and resamples faster. The first spec is made with
+``thumbnail_buffer`` (one decode, EXIF rotation applied, colour converted to
+sRGB), every smaller one from the previous with ``thumbnail_image``. Animated
+specs are handed to the Pillow engine.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO, Any
+
+from async_image_save.exceptions import ImageRejected
+from async_image_save.imaging import (
+    _EXTENSIONS,
+    _SWAPS_AXES,
+    RenderedThumbnail,
+    _bomb_guard,
+    _intermediate_size,
+    _scale_needed,
+    open_image,
+    render_thumbnails,
+)
+from async_image_save.specs import CROP_ANCHORS, ThumbnailSpec
+
+_SAVERS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif", "gif": ".gif"}
+
+
+class VipsEngine:
+    """Render specs with pyvips."""
+
+    def __init__(self) -> None:
+        import pyvips  # noqa: F401  (fail at startup, not at the first upload)
+
+    def render(self, fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[RenderedThumbnail]:
+        """Render ``specs`` from ``fp``."""
+        import pyvips
+
+        data = fp.read()
+        with _bomb_guard():
+            # Pillow reads the header only: same format policy and pixel limits as uploads.
+            header = open_image(io.BytesIO(data))
+            source_format = str(header.format)
+            width, height = header.size
+            if header.getexif().get(0x0112, 1) in _SWAPS_AXES:
+                width, height = height, width
+            animated = getattr(header, "n_frames", 1) > 1
+        still = [s for s in specs if not (s.animated and animated)]
+        results = render_thumbnails(io.BytesIO(data), [s for s in specs if s not in still])
+        ordered = sorted(still, key=lambda s: _scale_needed(s, width, height), reverse=True)
+        working: Any = None
+        for spec in ordered:
+            w, h = _intermediate_size(spec, width, height)
+            try:
+                if working is None:
+                    # Decoded once, sequentially: keep it in memory for the cascade.
+                    working = pyvips.Image.thumbnail_buffer(
+                        data, w, height=h, size="force", export_profile="srgb"
+                    ).copy_memory()
+                elif (w, h) != (working.width, working.height):
+                    working = working.thumbnail_image(w, height=h, size="force").copy_memory()
+                output = _crop(working, spec) if spec.fit == "crop" else working
+                body, extension = _encode(output, spec, source_format)
+            except pyvips.Error as exc:
+                raise ImageRejected(
+                    f"libvips could not process the image: {exc}", code="damaged_image"
+                ) from exc
+            results.append(RenderedThumbnail(spec, body, output.width, output.height, extension))
+        return results
+
+
+def _crop(image: Any, spec: ThumbnailSpec) -> Any:
+    ax, ay = CROP_ANCHORS[spec.anchor]
+    w, h = min(spec.width, image.width), min(spec.height, image.height)
+    return image.crop(round((image.width - w) * ax), round((image.height - h) * ay), w, h)
+
+
+def _encode(image: Any, spec: ThumbnailSpec, source_format: str) -> tuple[bytes, str]:
+    fmt = spec.format or {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}.get(
+        source_format, "png" if image.hasalpha() else "jpeg"
+    )
+    if image.format != "uchar":
+        image = image.colourspace("srgb").cast("uchar")
+    if fmt == "jpeg" and image.hasalpha():
+        from PIL import ImageColor
+
+        image = image.flatten(background=list(ImageColor.getrgb(spec.background)[:3]))
+    options: dict[str, Any] = {"keep": "none"}  # no EXIF, GPS or XMP in thumbnails
+    if fmt == "jpeg":
+        options.update(Q=spec.quality, interlace=spec.progressive)
+    elif fmt in ("webp", "avif"):
+        options.update(Q=spec.quality)
+    return image.write_to_buffer(_SAVERS[fmt], **options), _EXTENSIONS[fmt]
