@@ -38,6 +38,24 @@ def delete_thumbnails(storage: Any, source_name: str) -> int:
     return len(records)
 
 
+def delete_stale_thumbnails(storage: Any, source_name: str, specs: list[Any]) -> int:
+    """Delete thumbnails of ``source_name`` whose spec changed or is gone; return how many."""
+    current = {(s.name, s.digest) for s in specs}
+    stale = [
+        r
+        for r in Thumbnail.objects.filter(source_name=source_name)
+        if (r.spec, r.spec_hash) not in current
+    ]
+    for record in stale:
+        try:
+            storage.delete(record.name)
+        except Exception:
+            logger.exception("async_image_save could not delete thumbnail %s", record.name)
+    Thumbnail.objects.filter(pk__in=[r.pk for r in stale]).delete()
+    forget_records(stale)
+    return len(stale)
+
+
 def delete_thumbnails_on_commit(storage: Any, source_name: str, using: str | None = None) -> None:
     """Schedule :func:`delete_thumbnails` for when the current transaction commits."""
     transaction.on_commit(lambda: delete_thumbnails(storage, source_name), using=using)

@@ -33,16 +33,20 @@ def field_specs(instance: Any, field_name: str) -> list[ThumbnailSpec]:
 
 
 def generate_thumbnails(
-    instance: Any, field_name: str, content_type: ContentType | None = None
+    instance: Any,
+    field_name: str,
+    content_type: ContentType | None = None,
+    only: list[str] | None = None,
 ) -> list[Thumbnail]:
     """Render every spec of the field from one decode, store and record them.
 
     Writes through the field's own storage. Re-running is safe: an existing
     file under the deterministic name is replaced and its record updated.
-    ``content_type`` saves a lookup when the caller already has it.
+    ``content_type`` saves a lookup when the caller already has it; ``only``
+    limits the work to those spec names.
     """
     field_file: FieldFile = getattr(instance, field_name)
-    specs = field_specs(instance, field_name)
+    specs = [s for s in field_specs(instance, field_name) if not only or s.name in only]
     if not field_file or not specs:
         return []
     storage = field_file.storage

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DatabaseError, models, router, transaction
 
 from async_image_save import status
@@ -387,7 +387,7 @@ def fail_after_retries(job_id: str, code: str, error: BaseException) -> None:
         _fail(job, code, f"{type(error).__name__}: {error}")
 
 
-def regenerate(model: str, pk: str, field: str) -> int:
+def regenerate(model: str, pk: str, field: str, only: list[str] | None = None) -> int:
     """Regenerate the thumbnails of one object's field; return how many were made."""
     from django.apps import apps
 
@@ -396,11 +396,18 @@ def regenerate(model: str, pk: str, field: str) -> int:
     except (LookupError, ValueError):
         logger.warning("async_image_save: unknown model %r in a regenerate message", model)
         return 0
+    try:
+        is_file_field = isinstance(model_cls._meta.get_field(field), models.FileField)
+    except FieldDoesNotExist:
+        is_file_field = False
+    if not is_file_field:
+        logger.warning("async_image_save: %s.%s is not a file field; message dropped", model, field)
+        return 0
     instance = model_cls._default_manager.filter(pk=pk).first()
     if instance is None:
         return 0
     try:
-        return len(generate_thumbnails(instance, field))
+        return len(generate_thumbnails(instance, field, only=only))
     except ImageRejected:
         logger.warning("async_image_save: %s %s.%s is not a usable image", model, pk, field)
         return 0

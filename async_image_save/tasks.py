@@ -121,10 +121,12 @@ def publish_thumbnails(job_id: str, queue: str | None) -> None:
 
 
 @shared_task(name="async_image_save.regenerate_thumbnails", **_TASK_OPTIONS)
-def regenerate_thumbnails(self: Any, model: str, pk: str, field: str) -> int:
+def regenerate_thumbnails(
+    self: Any, model: str, pk: str, field: str, only: list[str] | None = None
+) -> int:
     """Make the thumbnails of ``model``/``pk``/``field`` again (no job involved)."""
     try:
-        return processing.regenerate(model, pk, field)
+        return processing.regenerate(model, pk, field, only)
     except processing.StorageFailure as exc:
         if self.request.retries >= conf.ASYNC_IMAGE_SAVE_MAX_RETRIES:
             raise exc.cause from exc

@@ -75,7 +75,7 @@ def _thumbnails_in_process(job_id: str, queue: str | None = None) -> None:
     processing.make_thumbnails(job_id)
 
 
-def _regenerate_in_process(args: tuple[str, str, str], **options: Any) -> None:
+def _regenerate_in_process(args: tuple[Any, ...], **options: Any) -> None:
     from async_image_save import processing
 
     processing.regenerate(*args)

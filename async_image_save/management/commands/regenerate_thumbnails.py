@@ -9,6 +9,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models
 
+from async_image_save.cleanup import delete_stale_thumbnails
 from async_image_save.generation import field_specs, generate_thumbnails
 from async_image_save.models import Thumbnail
 
@@ -45,12 +46,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sync", action="store_true", help="Generate here instead of in workers."
         )
+        parser.add_argument("--spec", action="append", help="Only this spec (repeatable).")
+        parser.add_argument(
+            "--prune",
+            action="store_true",
+            help="Also delete thumbnails of specs that changed or no longer exist.",
+        )
         parser.add_argument("--batch-size", type=int, default=500)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from async_image_save.tasks import regenerate_thumbnails
 
-        total = failed = 0
+        total = failed = pruned = 0
+        only = options["spec"] or None
         for model, field_name in _targets(options["target"]):
             queryset = model._default_manager.exclude(**{field_name: ""}).exclude(
                 **{f"{field_name}__isnull": True}
@@ -58,9 +66,14 @@ class Command(BaseCommand):
             count = queryset.count()
             for index, obj in enumerate(queryset.iterator(chunk_size=options["batch_size"]), 1):
                 field_file = getattr(obj, field_name)
-                specs = field_specs(obj, field_name)
+                all_specs = field_specs(obj, field_name)
+                if options["prune"]:
+                    pruned += delete_stale_thumbnails(
+                        field_file.storage, field_file.name, all_specs
+                    )
+                specs = [s for s in all_specs if not only or s.name in only]
                 if not specs:
-                    break
+                    continue
                 if options["missing_only"]:
                     have = Thumbnail.objects.filter(
                         source_name=field_file.name, spec_hash__in=[s.digest for s in specs]
@@ -69,7 +82,7 @@ class Command(BaseCommand):
                         continue
                 if options["sync"]:
                     try:
-                        generate_thumbnails(obj, field_name)
+                        generate_thumbnails(obj, field_name, only=only)
                     except Exception as exc:  # one broken file must not stop the run
                         failed += 1
                         self.stderr.write(
@@ -78,13 +91,15 @@ class Command(BaseCommand):
                         continue
                 else:
                     regenerate_thumbnails.apply_async(
-                        (model._meta.label, str(obj.pk), field_name), serializer="msgpack"
+                        (model._meta.label, str(obj.pk), field_name, only), serializer="msgpack"
                     )
                 total += 1
                 self.stdout.write(f"\r{model._meta.label}.{field_name}: {index}/{count}", ending="")
             self.stdout.write("")
         verb = "regenerated" if options["sync"] else "queued"
         self.stdout.write(self.style.SUCCESS(f"{total} image(s) {verb}."))
+        if options["prune"]:
+            self.stdout.write(f"{pruned} stale thumbnail(s) deleted.")
         if failed:
             self.stdout.write(
                 self.style.WARNING(f"{failed} image(s) could not be read (see above).")
