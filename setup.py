@@ -33,8 +33,10 @@ TEST_REQUIRES = [
     "ruff>=0.6",
     "sphinx>=7",
     "tox>=4",
+    "playwright>=1.40",  # drives Debian's chromium (scripts/test installs it)
     "pyvips>=2.2",
     "pyvips-binary>=8.15",
+    "sorl-thumbnail>=12.10",
 ]
 
 setup(
@@ -63,6 +65,7 @@ setup(
         "redis": ["redis>=5"],
         "s3": ["django-storages[s3]>=1.14"],
         "vips": ["pyvips>=2.2"],
+        "sorl": ["sorl-thumbnail>=12.10"],
         "postgres": ["psycopg[binary]>=3.1"],
         "test": TEST_REQUIRES + ["django-storages[s3]>=1.14"],
     },

@@ -47,6 +47,7 @@ class ImageJob(models.Model):
     sha256 = models.CharField(max_length=64)
     codec = models.CharField(max_length=10, default="msgpack")
     staged_ref = models.CharField(max_length=80, blank=True)
+    stored_name = models.CharField(max_length=500, blank=True)
     thumbnails = models.BooleanField(default=True)
     queue = models.CharField(max_length=200, blank=True)
     saved_name = models.CharField(max_length=500, blank=True)

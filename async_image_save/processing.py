@@ -188,6 +188,10 @@ def _run_claimed(
 
 
 def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
+    if job.stored_name:
+        return _fail(
+            job, "target_mismatch", "An upload message names a process_stored() job; forged?"
+        )
     try:
         payload = _unpack(job, body)
     except ImproperlyConfigured as exc:
@@ -235,6 +239,19 @@ def _after_saved(job: ImageJob, instance: models.Model, name: str) -> str:
 
 
 def _bind_claimed(job: ImageJob, token: str, name: str) -> str:
+    from async_image_save.saving import check_stored_name
+
+    if not job.stored_name or name != job.stored_name:
+        return _fail(
+            job,
+            "target_mismatch",
+            "The bind message names another file than its job (or the job is an upload); "
+            "the message was forged or corrupted.",
+        )
+    try:
+        check_stored_name(name)
+    except (TypeError, ValueError) as exc:
+        return _fail(job, "bad_name", str(exc))
     instance = _load_instance(job)
     if instance is None:
         return _fail(job, "object_missing", f"{job.model_label} {job.object_id} no longer exists.")

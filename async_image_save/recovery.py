@@ -42,9 +42,11 @@ def payload_available(job: ImageJob) -> bool:
 
 
 def _publish_again(job: ImageJob, *, thumbnails_only: bool) -> None:
+    """Send the job's task again and touch ``updated_at``, so the next run waits again."""
     from async_image_save.saving import job_message
     from async_image_save.tasks import publish, publish_thumbnails
 
+    ImageJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
     if thumbnails_only:
         publish_thumbnails(job.pk.hex, job.queue or None)
     else:
@@ -55,10 +57,11 @@ def retry_job(job: ImageJob, *, dry_run: bool = False) -> RecoveryAction:
     """Send a failed job again if it can be: its file saved (thumbnails) or its payload staged."""
     if job.state != State.FAILED:
         return RecoveryAction(job, "skipped", f"the job is {job.state}, not failed")
+    raced = RecoveryAction(job, "skipped", "another process changed the job meanwhile")
     if job.saved_name:
-        if not dry_run and status.transition(
-            job.pk, (State.FAILED,), State.SAVED, error="", error_code=""
-        ):
+        if not dry_run:
+            if not status.transition(job.pk, (State.FAILED,), State.SAVED, error="", error_code=""):
+                return raced
             _publish_again(job, thumbnails_only=True)
         return RecoveryAction(
             job, "thumbnails_requeued", "the file is saved; thumbnails are made again"
@@ -69,9 +72,9 @@ def retry_job(job: ImageJob, *, dry_run: bool = False) -> RecoveryAction:
             "skipped",
             "the upload's bytes are gone (inline payload, or staged payload expired)",
         )
-    if not dry_run and status.transition(
-        job.pk, (State.FAILED,), State.PENDING, error="", error_code=""
-    ):
+    if not dry_run:
+        if not status.transition(job.pk, (State.FAILED,), State.PENDING, error="", error_code=""):
+            return raced
         _publish_again(job, thumbnails_only=False)
     return RecoveryAction(job, "requeued", "the staged payload is sent again")
 

@@ -191,6 +191,11 @@ def dispatch(
             )
 
 
+def check_stored_name(name: Any) -> str:
+    """Validate a storage name given to :func:`process_stored` (also re-run by the worker)."""
+    return _check_stored_name(name)
+
+
 def _check_stored_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"process_stored() needs the stored file's name (a str), got {name!r}.")
@@ -235,6 +240,7 @@ def process_stored(
         size=0,
         sha256="",
         staged_ref="",
+        stored_name=name,
         thumbnails=thumbnails,
         queue=queue or conf.ASYNC_IMAGE_SAVE_QUEUE or "",
         task_id=str(uuid.uuid4()),

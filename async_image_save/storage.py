@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files import File
 from django.core.files.storage import Storage
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
@@ -173,7 +173,7 @@ class QueuedStorage(Storage):
         settings and models (and no credentials travel through the broker).
         """
         if self._identity is None:
-            for identity, storage in iter_queued_storages():
+            for identity, storage in iter_queued_storages(strict=False):
                 if storage is self:
                     self._identity = identity
                     break
@@ -232,26 +232,39 @@ class QueuedStorage(Storage):
 
     def _save(self, name: str, content: Any) -> str:
         stored = self.local.save(name, content)
-        now = timezone.now()
-        QueuedFile.objects.update_or_create(
-            storage=self.identity,
-            name=stored,
-            defaults={
-                "state": LOCAL,
-                "size": None,
-                "md5": "",
-                "error": "",
-                "error_code": "",
-                "attempts": 0,
-                "updated_at": now,
-                "transferred_at": None,
-            },
-        )
+        self._record_local(stored)
         self.remember(stored, LOCAL)
         # After commit: the worker must find the row, and a rollback sends nothing.
         using = router.db_for_write(QueuedFile)
         transaction.on_commit(partial(self.queue_transfer, stored), using=using)
         return stored
+
+    def _record_local(self, name: str) -> None:
+        """Insert the row in state ``local``, or reset an existing one (a name saved again)."""
+        fresh = {
+            "state": LOCAL,
+            "size": None,
+            "md5": "",
+            "error": "",
+            "error_code": "",
+            "attempts": 0,
+            "updated_at": timezone.now(),
+            "transferred_at": None,
+        }
+        using = router.db_for_write(QueuedFile)
+        if connections[using].features.supports_update_conflicts_with_target:
+            # One INSERT ... ON CONFLICT DO UPDATE instead of update_or_create()'s
+            # SELECT FOR UPDATE, savepoint and INSERT: this runs in the request.
+            QueuedFile.objects.using(using).bulk_create(
+                [QueuedFile(storage=self.identity, name=name, **fresh)],
+                update_conflicts=True,
+                unique_fields=["storage", "name"],
+                update_fields=list(fresh),
+            )
+        else:
+            QueuedFile.objects.using(using).update_or_create(
+                storage=self.identity, name=name, defaults=fresh
+            )
 
     def queue_transfer(self, name: str) -> None:
         """Send the transfer task for ``name`` now (``save()`` does this after commit).
@@ -358,8 +371,12 @@ class QueuedStorage(Storage):
         return QueuedFile.objects.filter(storage=self.identity, name=name)
 
 
-def iter_queued_storages() -> Iterator[tuple[str, QueuedStorage]]:
-    """Every configured QueuedStorage with its identity: STORAGES aliases, then model fields."""
+def iter_queued_storages(*, strict: bool = True) -> Iterator[tuple[str, QueuedStorage]]:
+    """Every configured QueuedStorage with its identity: STORAGES aliases, then model fields.
+
+    A STORAGES entry that cannot be built raises ImproperlyConfigured, or is
+    skipped when ``strict`` is false.
+    """
     from django.apps import apps
     from django.core.files.storage import storages
     from django.db.models import FileField
@@ -370,7 +387,13 @@ def iter_queued_storages() -> Iterator[tuple[str, QueuedStorage]]:
         except (ImportError, KeyError):
             continue
         if isinstance(backend, type) and issubclass(backend, QueuedStorage):
-            yield f"storages:{alias}", storages[alias]
+            try:
+                storage = storages[alias]
+            except ImproperlyConfigured:
+                if strict:
+                    raise
+                continue
+            yield f"storages:{alias}", storage
     for model in apps.get_models():
         for field in model._meta.local_concrete_fields:
             if isinstance(field, FileField) and isinstance(field.storage, QueuedStorage):

@@ -131,3 +131,19 @@ def regenerate_thumbnails(
         if self.request.retries >= conf.ASYNC_IMAGE_SAVE_MAX_RETRIES:
             raise exc.cause from exc
         raise self.retry(exc=exc, countdown=conf.ASYNC_IMAGE_SAVE_RETRY_BACKOFF) from exc
+
+
+@shared_task(
+    name="async_image_save.sorl_thumbnail",
+    acks_late=True,
+    serializer=MESSAGE_SERIALIZER,
+    ignore_result=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def sorl_thumbnail(source_name: str, storage: str, geometry: str, options: dict[str, Any]) -> str:
+    """Make one sorl-thumbnail thumbnail (for ``contrib.sorl.QueuedThumbnailBackend``)."""
+    from async_image_save.contrib.sorl import generate
+
+    return generate(source_name, storage, geometry, options)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET
 from django.views.generic.edit import CreateView, UpdateView
 
 from async_image_save.models import ImageJob, Thumbnail
+from async_image_save.specs import specs_for
 
 SESSION_KEY = "async_image_save_jobs"
 _TOKEN_SALT = "async_image_save.views.job_token"
@@ -87,7 +88,10 @@ def job_payload(job: ImageJob) -> dict[str, Any]:
     if job.saved_name and model is not None:
         storage = model._meta.get_field(job.field_name).storage
         body["image"] = {"name": job.saved_name, "url": storage.url(job.saved_name)}
+        current = {(s.name, s.digest) for s in specs_for(model._meta.label, job.field_name)}
         for thumb in Thumbnail.objects.filter(source_name=job.saved_name):
+            if (thumb.spec, thumb.spec_hash) not in current:
+                continue  # made under an older spec
             body["thumbnails"][thumb.spec] = {
                 "url": storage.url(thumb.name),
                 "width": thumb.width,
@@ -139,7 +143,9 @@ class AsyncImageFormViewMixin:
             }
             for name, job in getattr(form, "image_jobs", {}).items()
         }
-        return JsonResponse({"id": str(self.object.pk), "jobs": jobs}, status=201)  # type: ignore[attr-defined]
+        created = isinstance(self, CreateView)
+        body = {"id": str(self.object.pk), "jobs": jobs}  # type: ignore[attr-defined]
+        return JsonResponse(body, status=201 if created else 200)
 
     def form_invalid(self, form: Any) -> Any:
         if wants_json(self.request):  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "django.contrib.staticfiles",
+    "sorl.thumbnail",
     "async_image_save",
     "tests",
 ]
@@ -88,6 +89,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# sorl-thumbnail's own tag, with our queued backend (tests/test_sorl.py). Its
+# key-value store caches misses, so web and workers must share that cache.
+THUMBNAIL_BACKEND = "async_image_save.contrib.sorl.QueuedThumbnailBackend"
+THUMBNAIL_DEBUG = False
+THUMBNAIL_CACHE = "shared"
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("AIS_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "KEY_PREFIX": f"ais-test-{RUN_ID}",
+    },
+}
+
 ASYNC_IMAGE_SAVE_STAGING_PREFIX = f"ais-test-{RUN_ID}:payload:"
 ASYNC_IMAGE_SAVE_STAGING_DIR = os.path.join(BASE_TMP, "staging")
 ASYNC_IMAGE_SAVE_RETRY_BACKOFF = 0.2
@@ -105,4 +120,31 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": os.path.join(_broker_dir, "control"),
         "store_processed": False,
         "polling_interval": 0.1,
+    }
+
+# --- S3 and a shared cache for QueuedStorage (tests/s3.py, tests/test_s3.py) ---
+# The S3 server is moto on loopback, which tests/s3.py starts on this port. A
+# worker subprocess gets these values through its environment, so it reaches
+# the same server and bucket; without them a free port is picked here.
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+AIS_S3_ENDPOINT_URL = os.environ.get("AIS_S3_ENDPOINT_URL") or f"http://127.0.0.1:{_free_port()}"
+AIS_S3_BUCKET = os.environ.get("AIS_S3_BUCKET") or f"ais-test-{RUN_ID}"
+AIS_S3_ACCESS_KEY = os.environ.get("AIS_S3_ACCESS_KEY", "testing")
+AIS_S3_SECRET_KEY = os.environ.get("AIS_S3_SECRET_KEY", "testing")
+if os.environ.get("AIS_CACHE_URL"):  # a cache shared by test process and worker
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["AIS_CACHE_URL"],
+            "KEY_PREFIX": f"ais-test-cache-{RUN_ID}",
+        }
     }

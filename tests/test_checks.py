@@ -194,7 +194,7 @@ def test_e008_accepts_msgpack_mime_type(monkeypatch):
         {"size": (10, 10), "fit": "stretch"},
         {"size": (10, 10), "bogus": 1},
         {"size": (10, 10), "quality": 0},
-        {"size": (10, 10), "format": "gif"},
+        {"size": (10, 10), "format": "tiff"},
         {"size": (10, 10), "background": "nope"},
         "not a dict",
     ],

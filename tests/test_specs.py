@@ -100,7 +100,7 @@ def test_bad_crop_anchor(crop):
     assert repr(crop) in message
 
 
-@pytest.mark.parametrize("fmt", ["gif", "bmp", "image/jpeg", "", 5])
+@pytest.mark.parametrize("fmt", ["tiff", "bmp", "image/jpeg", "", 5])
 def test_bad_format(fmt):
     assert "'format'" in error_of({"size": (10, 10), "format": fmt})
 
@@ -192,6 +192,7 @@ def test_every_field_is_covered_by_digest_test():
         "upscale",
         "progressive",
         "background",
+        "animated",
     }
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -12,6 +13,9 @@ from django.core.management.base import BaseCommand, CommandError
 from async_image_save.durations import parse_duration
 from async_image_save.models import ImageJob
 from async_image_save.recovery import recover_stale, recover_transfers, retry_job
+
+#: Below this, a job is most likely still queued, not lost.
+MIN_AGE = timedelta(minutes=1)
 
 
 class Command(BaseCommand):
@@ -40,6 +44,11 @@ class Command(BaseCommand):
             older_than = parse_duration(options["older_than"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        if older_than < MIN_AGE:
+            raise CommandError(
+                f"--older-than {options['older_than']} is shorter than {MIN_AGE}: jobs that "
+                "young are usually still in the queue, and inline ones would be failed."
+            )
         dry_run = options["dry_run"]
         actions = recover_stale(older_than, dry_run=dry_run)
         if options["retry_failed"]:
