@@ -16,7 +16,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files import File
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html, format_html_join
+from django.template.loader import render_to_string
+from django.utils.html import format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -24,7 +25,8 @@ from async_image_save.forms import AsyncImageForm
 from async_image_save.models import ImageJob
 from async_image_save.recovery import retry_job
 from async_image_save.saving import save_image
-from async_image_save.thumbnails import field_specs, thumbnail
+from async_image_save.templatetags.async_image_save import thumbnail_img
+from async_image_save.thumbnails import field_specs
 
 
 def _image_fields(model: Any, names: tuple[str, ...] | None) -> list[str]:
@@ -39,6 +41,9 @@ class AsyncImageAdminMixin:
 
     async_image_fields: tuple[str, ...] | None = None
     actions = ["resave_images", "regenerate_thumbnails"]
+
+    class Media:
+        js = ("async_image_save/status.js",)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         form = super().get_form(request, obj, change=change, **kwargs)  # type: ignore[misc]
@@ -72,13 +77,11 @@ class AsyncImageAdminMixin:
             )
             specs = field_specs(obj, name)
             preview = ""
-            if specs and getattr(obj, name):
-                thumb = thumbnail(getattr(obj, name), specs[0].name)
-                preview = format_html(
-                    '<img src="{}" width="{}" height="{}" alt="">',
-                    thumb.url,
-                    thumb.width,
-                    thumb.height,
+            if specs and (getattr(obj, name) or (job and not job.is_finished)):
+                # While a job runs, the placeholder is tagged so status.js swaps it.
+                preview = render_to_string(
+                    "async_image_save/thumbnail_img.html",
+                    thumbnail_img(getattr(obj, name), specs[0].name, job=job),
                 )
             state = job.get_state_display() if job else _("no job")
             error = f" — {job.error_code}: {job.error}" if job and job.error else ""

@@ -19,6 +19,7 @@ class AsyncImageSaveConfig(AppConfig):
             checks,  # noqa: F401  (registers the checks)
             cleanup,
             tasks,  # noqa: F401  (registers the shared tasks)
+            transfer,  # noqa: F401  (registers the QueuedStorage transfer task)
         )
 
         cleanup.connect()

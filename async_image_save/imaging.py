@@ -9,6 +9,7 @@ instead of from the full-size source.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,21 @@ ALLOWED_SOURCE_FORMATS = frozenset(
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 #: Frames kept from an animation; more are dropped (a frame bomb costs nothing more).
 MAX_ANIMATION_FRAMES = 300
+#: Canvas pixels decoded for one animated spec when Pillow has no MAX_IMAGE_PIXELS;
+#: otherwise that limit is the budget, so an animation costs no more than one big image.
+MAX_ANIMATION_PIXELS = 100_000_000
+#: What Pillow raises for broken files besides UnidentifiedImageError.
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
+    ZeroDivisionError,
+)
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 
 
@@ -61,6 +77,8 @@ def open_image(fp: IO[bytes]) -> Image.Image:
             image = Image.open(fp)
         except UnidentifiedImageError as exc:
             raise ImageRejected("The file is not an image Pillow can read.") from exc
+        except _DECODE_ERRORS as exc:  # a header Pillow recognised but could not read
+            raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
     if image.format not in ALLOWED_SOURCE_FORMATS:
         raise ImageRejected(f"Image format {image.format} is not accepted.", code="format_refused")
     return image
@@ -104,7 +122,9 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     has_alpha = image.mode in ("LA", "PA", "La") or (
         image.mode == "P" and "transparency" in image.info
     )
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")  # point() only works on I and F
+    if image.mode in ("I", "F"):
         # 16-bit and float greyscale: scale down to 8 bits before the RGB convert.
         image = image.point(lambda v: v / 256).convert("L")
     return image.convert("RGBA" if has_alpha else "RGB")
@@ -135,6 +155,14 @@ def _encode(
     return out.getvalue(), _EXTENSIONS[fmt]
 
 
+def _frame_count(image: Image.Image) -> int:
+    """Frames in the file; a broken later frame counts as none (the first still serves)."""
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except _DECODE_ERRORS:
+        return 1
+
+
 def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     """CMYK to sRGB through the embedded profile when there is one (else Pillow's formula)."""
     if image.mode != "CMYK":
@@ -156,9 +184,12 @@ def _render_animation(
     """Every frame (up to MAX_ANIMATION_FRAMES) resized; WebP or GIF out."""
     size = _intermediate_size(spec, width, height)
     frames, durations = [], []
+    # Decoding every frame composites the full canvas: budget frames x canvas pixels.
+    pixel_budget = Image.MAX_IMAGE_PIXELS or MAX_ANIMATION_PIXELS
+    budget = min(MAX_ANIMATION_FRAMES, max(1, pixel_budget // (image.width * image.height)))
     with _bomb_guard():
         for index, frame in enumerate(ImageSequence.Iterator(image)):
-            if index >= MAX_ANIMATION_FRAMES:
+            if index >= budget:
                 break
             resized = _resize(frame.convert("RGBA"), size)
             frames.append(_crop(resized, spec) if spec.fit == "crop" else resized)
@@ -230,13 +261,13 @@ def render_thumbnails(fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[Rendere
         source_icc = image.info.get("icc_profile")
         # A CMYK profile is wrong once the pixels are in sRGB; RGB profiles are kept.
         icc = None if image.mode == "CMYK" else source_icc
-        animated = getattr(image, "n_frames", 1) > 1
-        image.seek(0)  # first frame of an animation
         try:
+            animated = any(s.animated for s in specs) and _frame_count(image) > 1
+            image.seek(0)  # first frame of an animation
             image.load()
-        except Exception as exc:
+            working = _normalise_mode(_to_srgb(ImageOps.exif_transpose(image), source_icc))
+        except _DECODE_ERRORS as exc:
             raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
-    working = _normalise_mode(_to_srgb(ImageOps.exif_transpose(image), source_icc))
     results: list[RenderedThumbnail] = []
     for spec in [s for s in ordered if s.animated and animated]:
         results.append(_render_animation(image, spec, width, height))

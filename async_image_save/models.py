@@ -48,6 +48,7 @@ class ImageJob(models.Model):
     codec = models.CharField(max_length=10, default="msgpack")
     staged_ref = models.CharField(max_length=80, blank=True)
     stored_name = models.CharField(max_length=500, blank=True)
+    session_key = models.CharField(max_length=40, blank=True)
     thumbnails = models.BooleanField(default=True)
     queue = models.CharField(max_length=200, blank=True)
     saved_name = models.CharField(max_length=500, blank=True)

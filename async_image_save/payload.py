@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import pickletools
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,65 @@ _PREFIX_LEN = len(MAGIC) + 2 + 4
 MAX_HEADER_BYTES = 64 * 1024
 READ_CHUNK = 1024 * 1024
 MAX_NAME_LENGTH = 200
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"})
+#: Pickle opcodes that build plain data only: anything naming a class or calling is refused.
+_SAFE_PICKLE_OPS = frozenset(
+    [
+        "PROTO",
+        "FRAME",
+        "STOP",
+        "MARK",
+        "POP",
+        "POP_MARK",
+        "DUP",
+        "NONE",
+        "NEWTRUE",
+        "NEWFALSE",
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "FLOAT",
+        "BINFLOAT",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "UNICODE",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "EMPTY_LIST",
+        "APPEND",
+        "APPENDS",
+        "LIST",
+        "EMPTY_TUPLE",
+        "TUPLE",
+        "TUPLE1",
+        "TUPLE2",
+        "TUPLE3",
+        "EMPTY_DICT",
+        "DICT",
+        "SETITEM",
+        "SETITEMS",
+        "EMPTY_SET",
+        "ADDITEMS",
+        "FROZENSET",
+        "PUT",
+        "BINPUT",
+        "LONG_BINPUT",
+        "GET",
+        "BINGET",
+        "LONG_BINGET",
+        "MEMOIZE",
+    ]
+)
 _HEADER_KEYS = frozenset({"name", "content_type", "charset", "size", "extra", "sha256"})
 
 
@@ -65,7 +125,8 @@ def sanitize_name(name: str | None) -> str:
 def _sanitize_once(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    # Control/format characters and line/paragraph separators never belong in a name.
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
     text = text.strip().lstrip(".").strip()
     if len(text.encode("utf-8")) > MAX_NAME_LENGTH:
         stem, dot, ext = text.rpartition(".")
@@ -279,7 +340,29 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
         )
 
 
+def _check_pickle_ops(data: bytes) -> None:
+    """Walk the opcodes without running them: plain data only, no length beyond the data.
+
+    Unpickling reserves a declared length before reading it, so a 23-byte frame
+    could ask for a gigabyte; pickletools only reads what is there.
+    """
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            if opcode.name not in _SAFE_PICKLE_OPS:
+                raise PayloadDecodeError(
+                    f"Pickle payload uses {opcode.name}; only plain data is accepted.",
+                    code="pickle_refused",
+                )
+            if isinstance(arg, (bytes, str)) and len(arg) > len(data):
+                raise PayloadDecodeError("Pickle payload declares more data than it has.")
+    except PayloadDecodeError:
+        raise
+    except Exception as exc:  # genops raises ValueError and friends on garbage
+        raise PayloadDecodeError(f"Payload header is not valid pickle: {exc}") from exc
+
+
 def _unpickle_restricted(data: bytes) -> Any:
+    _check_pickle_ops(data)
     try:
         return _NoGlobalsUnpickler(io.BytesIO(data)).load()
     except PayloadDecodeError:

@@ -13,7 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import (
+    FieldDoesNotExist,
+    ImproperlyConfigured,
+    SuspiciousFileOperation,
+    ValidationError,
+)
 from django.db import DatabaseError, models, router, transaction
 
 from async_image_save import status
@@ -45,7 +50,11 @@ class StorageFailure(Exception):
 
 
 def _load_job(job_id: str) -> ImageJob | None:
-    job = ImageJob.objects.select_related("content_type").filter(pk=job_id).first()
+    try:
+        job = ImageJob.objects.select_related("content_type").filter(pk=job_id).first()
+    except (ValidationError, ValueError):  # not a UUID: a forged or corrupted message
+        logger.warning("async_image_save: %r is not a job id; message dropped", job_id)
+        return None
     if job is None:
         logger.warning("async_image_save job %s no longer exists; message dropped", job_id)
     return job
@@ -182,6 +191,14 @@ def _run_claimed(
         )
     try:
         return work(job, claim.token)
+    except (StorageFailure, JobBusy):
+        status.release(job.pk, claim.token)
+        raise
+    except Exception as exc:
+        # A bug or an input nobody foresaw: end the job with the reason instead of
+        # leaving it pending forever (the message is acknowledged either way).
+        logger.exception("async_image_save job %s crashed", job_id)
+        return _fail(job, "internal_error", f"{type(exc).__name__}: {exc}")
     except BaseException:
         status.release(job.pk, claim.token)
         raise
@@ -293,9 +310,7 @@ def _write_file(job: ImageJob, instance: models.Model, field: Any, payload: Uplo
     name = None
     upload = payload.to_upload()
     try:
-        name = storage.get_available_name(
-            field.generate_filename(instance, payload.name), max_length=field.max_length
-        )
+        name = _available_name(job, instance, field, payload.name)
         return storage.save(name, upload, max_length=field.max_length)
     except Exception as exc:
         if name is not None:
@@ -303,6 +318,27 @@ def _write_file(job: ImageJob, instance: models.Model, field: Any, payload: Uplo
         raise StorageFailure(str(job.pk), exc) from exc
     finally:
         upload.close()
+
+
+def _available_name(job: ImageJob, instance: models.Model, field: Any, wanted: str) -> str:
+    """The storage name for ``wanted``, or a plain fallback the storage accepts.
+
+    Names like "😀" or an extension longer than the field allows make Django
+    raise SuspiciousFileOperation; that is no reason to lose the upload.
+    """
+    storage = field.storage
+    try:
+        return storage.get_available_name(
+            field.generate_filename(instance, wanted), max_length=field.max_length
+        )
+    except SuspiciousFileOperation:
+        _stem, dot, ext = wanted.rpartition(".")
+        fallback = f"upload-{job.pk.hex[:12]}" + (
+            f".{ext}" if dot and ext.isalnum() and len(ext) <= 5 else ""
+        )
+        return storage.get_available_name(
+            field.generate_filename(instance, fallback), max_length=field.max_length
+        )
 
 
 def _commit(job: ImageJob, token: str, instance: models.Model, field: Any, name: str) -> str:

@@ -26,10 +26,18 @@ SESSION_MAX_JOBS = 200
 
 
 def remember_job(request: HttpRequest, job: ImageJob) -> None:
-    """Let this browser session poll ``job`` even when the user is anonymous."""
+    """Let this browser session poll ``job`` even when the user is anonymous.
+
+    The session key is written on the job row itself, so parallel uploads from one
+    browser cannot lose each other's jobs the way concurrent session saves would.
+    """
     session = getattr(request, "session", None)
     if session is None:
         return
+    if session.session_key is None:
+        session.save()  # creates the key (and the cookie) for a first-time visitor
+    job.session_key = session.session_key or ""
+    ImageJob.objects.filter(pk=job.pk).update(session_key=job.session_key)
     jobs = [j for j in session.get(SESSION_KEY, []) if j != job.pk.hex]
     jobs.append(job.pk.hex)
     session[SESSION_KEY] = jobs[-SESSION_MAX_JOBS:]
@@ -59,7 +67,12 @@ def can_view(request: HttpRequest, job: ImageJob) -> bool:
     if token and constant_time_compare(token, job_token(job)):
         return True
     session = getattr(request, "session", None)
-    return session is not None and job.pk.hex in session.get(SESSION_KEY, [])
+    if session is None:
+        return False
+    key = session.session_key
+    if key and job.session_key and constant_time_compare(key, job.session_key):
+        return True
+    return job.pk.hex in session.get(SESSION_KEY, [])
 
 
 def stage(job: ImageJob) -> str:

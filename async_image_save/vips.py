@@ -18,6 +18,7 @@ from async_image_save.imaging import (
     _SWAPS_AXES,
     RenderedThumbnail,
     _bomb_guard,
+    _frame_count,
     _intermediate_size,
     _scale_needed,
     open_image,
@@ -46,7 +47,7 @@ class VipsEngine:
             width, height = header.size
             if header.getexif().get(0x0112, 1) in _SWAPS_AXES:
                 width, height = height, width
-            animated = getattr(header, "n_frames", 1) > 1
+            animated = any(s.animated for s in specs) and _frame_count(header) > 1
         still = [s for s in specs if not (s.animated and animated)]
         results = render_thumbnails(io.BytesIO(data), [s for s in specs if s not in still])
         ordered = sorted(still, key=lambda s: _scale_needed(s, width, height), reverse=True)

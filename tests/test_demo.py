@@ -212,10 +212,19 @@ def test_demo_upload_end_to_end(tmp_path):
         assert status == 202, answer
         assert set(answer) >= {"job", "status_url", "photo_url"}
         assert browser.get_json(answer["status_url"])["stage"] == "queued"
+        # The status URL carries the job's token: it works without the session
+        # (parallel uploads may race on it), and without the token nothing is shown.
+        assert "?token=" in answer["status_url"]
+        stranger = Browser(browser.base)
+        assert stranger.get_json(answer["status_url"])["id"] == answer["job"]
+        assert stranger.get(answer["status_url"].split("?")[0], Accept="application/json")[0] == 404
         status, html = browser.get("/")
         assert status == 200
         assert f'data-status-url="{answer["status_url"]}"' in html  # the page will poll it
-        assert 'data-async-image-spec="small"' in html  # placeholder until the worker is done
+        # The placeholder until the worker is done, tagged with its job for status.js.
+        assert 'data-async-image-spec="small"' in html
+        assert f'data-async-image-job="{answer["job"]}"' in html
+        assert 'data-async-image-job="' not in stranger.get("/")[1]  # not the stranger's job
 
         # Without JavaScript: one plain form POST with several files, then the gallery.
         status, raw = browser.post_form(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import PurePath
 from typing import Any
 
@@ -21,13 +22,16 @@ from async_image_save import save_image
 from async_image_save.exceptions import AsyncImageSaveError
 from async_image_save.models import ImageJob, Thumbnail
 from async_image_save.thumbnails import placeholder_url
-from async_image_save.views import SESSION_KEY, can_view, remember_job, stage
+from async_image_save.views import SESSION_KEY, can_view, job_status_url, remember_job, stage
 from gallery.forms import PhotoForm
 from gallery.models import Photo, SizeBundle
 from gallery.tasks import request_bundle
 
 PAGE_SIZE = 24
 JOBS_SHOWN = 50
+
+#: Serialises the session updates of parallel uploads (runserver: one process, many threads).
+SESSION_LOCK = threading.Lock()
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -36,15 +40,12 @@ def wants_json(request: HttpRequest) -> bool:
     return xhr or "application/json" in request.headers.get("accept", "")
 
 
-def job_status_url(job: ImageJob) -> str:
-    return reverse("async_image_save:job-status", args=[job.pk])
-
-
 def latest_jobs(request: HttpRequest, photos: list[Photo]) -> None:
     """Attach ``photo.job``: the state of its latest upload job, and a status URL if unfinished.
 
-    The status URL is only given to whoever may poll it (the uploading session,
-    its owner, staff); everyone else just sees the placeholder.
+    The status URL (which carries the job's token) and the job id the
+    placeholders are tagged with are only given to whoever may poll it (the
+    uploading session, its owner, staff); everyone else just sees the placeholder.
     """
     content_type = ContentType.objects.get_for_model(Photo)
     latest: dict[str, ImageJob] = {}
@@ -56,11 +57,12 @@ def latest_jobs(request: HttpRequest, photos: list[Photo]) -> None:
         job = latest.get(str(photo.pk))
         photo.job = None  # type: ignore[attr-defined]
         if job is not None and job.state != ImageJob.State.DONE:
-            visible = can_view(request, job)
+            polled = can_view(request, job) and not job.is_finished
             photo.job = {  # type: ignore[attr-defined]
+                "id": str(job.pk) if polled else "",
                 "state": job.state,
                 "stage": stage(job),
-                "status_url": job_status_url(job) if visible and not job.is_finished else "",
+                "status_url": job_status_url(job) if polled else "",
             }
 
 
@@ -70,6 +72,28 @@ def gallery(request: HttpRequest) -> HttpResponse:
     photos = list(page.object_list)
     latest_jobs(request, photos)
     return render(request, "gallery/gallery.html", {"page": page, "photos": photos})
+
+
+def remember_upload(request: HttpRequest, job: ImageJob) -> None:
+    """``remember_job()`` that parallel uploads of one browser session cannot undo.
+
+    Each request holds its own copy of the session, and SessionMiddleware saves
+    that copy whole when the response leaves: of two uploads answered together,
+    the later save would drop the other's job id (so the gallery and the Jobs
+    page would no longer show that job as this visitor's). So the session is
+    re-read, updated and saved here under a lock, and the middleware is told
+    not to save its copy again. (The status URLs do not depend on this: they
+    carry the job's token.) One process only, which is what runserver is.
+    """
+    with SESSION_LOCK:
+        key = request.session.session_key
+        if key:
+            request.session = type(request.session)(session_key=key)  # type: ignore[call-arg]
+        remember_job(request, job)
+        request.session.save()
+        if key and request.session.session_key == key:
+            # Saved already; a new session (no key yet) still needs its cookie set.
+            request.session.modified = False
 
 
 def accept_upload(request: HttpRequest, form: PhotoForm) -> tuple[Photo, ImageJob]:
@@ -85,11 +109,12 @@ def accept_upload(request: HttpRequest, form: PhotoForm) -> tuple[Photo, ImageJo
             photo.title = PurePath(upload.name or "photo").stem[:200]
         photo.save()
         job = save_image(upload, photo, user=request.user)
-    remember_job(request, job)  # anonymous sessions may poll their own jobs
+    remember_upload(request, job)  # the gallery and the Jobs page list the session's jobs
     return photo, job
 
 
 def upload_answer(photo: Photo, job: ImageJob) -> dict[str, Any]:
+    """What upload.js needs: the job, its status URL (with the job's token), the photo."""
     return {
         "job": str(job.pk),
         "state": job.state,
@@ -102,9 +127,17 @@ def upload_answer(photo: Photo, job: ImageJob) -> dict[str, Any]:
 
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
-    """The upload page; POST takes one file (from upload.js) or several (plain form)."""
+    """The upload page; POST takes one file (from upload.js) or several (plain form).
+
+    upload.js sends up to three files at once. Each answer's status URL carries
+    the job's token, so polling never depends on the session; the session still
+    lists the jobs on the Jobs page and in the gallery. It is created here,
+    before the uploads, so that parallel first uploads share one session instead
+    of each starting its own.
+    """
     context: dict[str, Any] = {"placeholder_url": placeholder_url()}
     if request.method == "GET":
+        request.session.setdefault(SESSION_KEY, [])
         context["form"] = PhotoForm()
         return render(request, "gallery/upload.html", context)
 
@@ -122,8 +155,9 @@ def upload(request: HttpRequest) -> HttpResponse:
         failed = failed or form
 
     if wants_json(request):
-        # upload.js sends one file per request; several files get "jobs" (and
-        # "errors" if some were refused), the first job also at the top level.
+        # upload.js sends one file per request (several requests at once);
+        # several files get "jobs" (and "errors" if some were refused), the
+        # first job also at the top level.
         errors = failed.errors.get_json_data() if failed is not None else None
         if not accepted:
             return JsonResponse({"errors": errors}, status=400)

@@ -9,6 +9,8 @@
  *     initialDelay: 300, maxDelay: 5000, factor: 1.5, timeout: 600000
  *   });
  *   AsyncImageSave.swapPlaceholders(root, job)
+ *   AsyncImageSave.autoWatch()  // runs on load: watches every job named by a
+ *                               // data-async-image-status-url on the page
  *
  * Placeholders are swapped when the job is done: every
  * <img data-async-image-job="JOB ID" data-async-image-spec="small"> on the page,
@@ -78,5 +80,21 @@
     return { stop: function () { stopped = true; } };
   }
 
-  global.AsyncImageSave = { watch: watch, swapPlaceholders: swapPlaceholders };
+  function autoWatch(root) {
+    var seen = {};
+    var imgs = (root || document).querySelectorAll("img[data-async-image-status-url]");
+    Array.prototype.forEach.call(imgs, function (img) {
+      var url = img.getAttribute("data-async-image-status-url");
+      if (seen[url]) { return; }
+      seen[url] = watch(url, {});
+    });
+    return seen;
+  }
+
+  global.AsyncImageSave = { watch: watch, swapPlaceholders: swapPlaceholders, autoWatch: autoWatch };
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { autoWatch(); });
+  } else {
+    autoWatch();
+  }
 })(window);

@@ -1,8 +1,9 @@
 /*
  * Gallery and detail pages: placeholders of uploads still in progress are
  * replaced by their thumbnails without a reload (AsyncImageSave.watch on each
- * [data-status-url] element), and the "download all sizes" button asks a
- * worker for a zip, polls its state, then downloads it.
+ * [data-status-url] element; the detail page reloads then, to list the sizes),
+ * and the "download all sizes" button asks a worker for a zip, polls its
+ * state, then downloads it.
  */
 (function () {
   "use strict";
@@ -20,7 +21,11 @@
     AsyncImageSave.watch(root.getAttribute("data-status-url"), {
       root: root, // replace the placeholders inside this card only
       onProgress: function (job) { setBadge(root, job.stage, job.state); },
-      onDone: function () { setBadge(root, "done", "done"); },
+      onDone: function () {
+        setBadge(root, "done", "done");
+        // The detail page lists the sizes and offers the zip once the image is saved.
+        if (root.hasAttribute("data-reload-when-done")) { window.location.reload(); }
+      },
       onError: function (job) { setBadge(root, job.error_code || "failed", "failed"); }
     });
   });

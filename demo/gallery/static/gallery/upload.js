@@ -1,9 +1,12 @@
 /*
  * The upload page: drop (or choose) several images; each is posted on its own
- * with XMLHttpRequest, so it gets its own upload progress bar. The answer
- * names the job; AsyncImageSave.watch() then polls its status and the row
- * shows the stages (queued, saving, thumbnails, done) until the placeholder
- * is replaced by the small thumbnail. Without JavaScript the form posts as usual.
+ * with XMLHttpRequest, up to three at a time, so each gets its own upload
+ * progress bar. The answer names the job and its status URL (which carries the
+ * job's token, so polling does not depend on the session); the row's
+ * placeholder is tagged with the job id and AsyncImageSave.watch() polls the
+ * status, the row showing the stages (queued, saving, thumbnails, done) until
+ * the placeholder is replaced by the small thumbnail. Without JavaScript the
+ * form posts as usual.
  */
 (function () {
   "use strict";
@@ -68,6 +71,14 @@
   }
 
   function fail(row, text) {
+    // The stage it failed at turns red; the spinning placeholder goes.
+    var current = row.stages.querySelector(".current");
+    if (current) { current.className = "failed"; }
+    if (row.img.parentNode) {
+      var mark = el("span", "thumb broken", "\u2715");
+      mark.setAttribute("aria-hidden", "true");
+      row.img.parentNode.replaceChild(mark, row.img);
+    }
     row.el.setAttribute("data-state", "failed");
     row.el.classList.add("failed");
     row.message.textContent = text;
@@ -86,9 +97,14 @@
 
   function watch(row, answer) {
     row.name.href = answer.photo_url;
+    // status.js swaps the images tagged with the job's id (and those in root).
+    row.img.setAttribute("data-async-image-job", answer.job);
+    row.el.setAttribute("data-job", answer.job);
     AsyncImageSave.watch(answer.status_url, {
       root: row.el, // only this row's placeholder is replaced
-      onProgress: function (job) { setStage(row, job.stage); },
+      onProgress: function (job) {
+        if (job.state !== "failed") { setStage(row, job.stage); } // fail() marks where it stopped
+      },
       onDone: function (job) {
         setStage(row, "done");
         var sizes = Object.keys(job.thumbnails || {}).map(function (spec) {
@@ -103,22 +119,20 @@
     });
   }
 
-  // Files go up one at a time. Besides sharing the bandwidth fairly, this
-  // keeps the session consistent: the server remembers each job in the
-  // session, and two uploads answered at the same moment would each save
-  // their own copy of it, so one job id would be lost (and the first
-  // uploads of a new visitor would even get different sessions).
+  // Up to PARALLEL files go up at once; the others wait their turn.
+  var PARALLEL = 3;
   var waiting = [];
-  var busy = false;
+  var running = 0;
 
   function pump() {
-    if (busy || !waiting.length) { return; }
-    busy = true;
-    var next = waiting.shift();
-    send(next.file, next.row, function () {
-      busy = false;
-      pump();
-    });
+    while (running < PARALLEL && waiting.length) {
+      var next = waiting.shift();
+      running += 1;
+      send(next.file, next.row, function () {
+        running -= 1;
+        pump();
+      });
+    }
   }
 
   function send(file, row, finished) {
@@ -159,7 +173,7 @@
     Array.prototype.forEach.call(files || [], function (file) {
       var row = makeRow(file);
       row.el.setAttribute("data-state", "waiting");
-      row.message.textContent = "Waiting for the uploads before it.";
+      row.message.textContent = "Waiting for a free upload slot.";
       waiting.push({ file: file, row: row });
     });
     pump();
