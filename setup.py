@@ -37,6 +37,7 @@ TEST_REQUIRES = [
     "pyvips>=2.2",
     "pyvips-binary>=8.15",
     "sorl-thumbnail>=12.10",
+    "gcp-storage-emulator>=2024.8",
 ]
 
 setup(
@@ -67,7 +68,7 @@ setup(
         "vips": ["pyvips>=2.2"],
         "sorl": ["sorl-thumbnail>=12.10"],
         "postgres": ["psycopg[binary]>=3.1"],
-        "test": TEST_REQUIRES + ["django-storages[s3]>=1.14"],
+        "test": TEST_REQUIRES + ["django-storages[s3,google,azure]>=1.14"],
     },
     classifiers=[
         "Development Status :: 4 - Beta",

@@ -2,10 +2,9 @@
 
 django-storages' GoogleCloudStorage against ``gcp-storage-emulator`` and its
 AzureStorage against Azurite, both on loopback. The client libraries and
-emulators are not part of the ``test`` extra, so each half skips when its
-packages are missing (``pip install "django-storages[google,azure]"
-gcp-storage-emulator``; ``npm install azurite`` and ``AIS_AZURITE_BIN`` naming
-its ``azurite-blob``). The transfer runs in this process: it is the same code
+emulators come with the ``test`` extra and ``scripts/test`` (which installs
+Azurite from npm and sets ``AIS_AZURITE_BIN``); run by hand without them, each
+half skips, and under ``CI=true`` it fails instead. The transfer runs in this process: it is the same code
 the worker runs, which test_s3.py drives through a real worker.
 """
 
@@ -33,6 +32,17 @@ AZURE_ACCOUNT = "devstoreaccount1"
 AZURE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
+
+
+def require_module(name: str) -> None:
+    """Import ``name``; skip when missing locally, fail in CI."""
+    try:
+        __import__(name)
+    except ImportError as exc:
+        message = f"{name} is not installed ({exc}); pip install -e '.[test]'"
+        if SERVICES_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def free_port() -> int:
@@ -67,8 +77,8 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def gcs_remote(tmp_path_factory):
-    pytest.importorskip("storages.backends.gcloud")
-    pytest.importorskip("gcp_storage_emulator")
+    require_module("storages.backends.gcloud")
+    require_module("gcp_storage_emulator")
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs
     from storages.backends.gcloud import GoogleCloudStorage
@@ -101,10 +111,13 @@ def gcs_remote(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def azure_remote(tmp_path_factory):
-    pytest.importorskip("storages.backends.azure_storage")
+    require_module("storages.backends.azure_storage")
     binary = os.environ.get("AIS_AZURITE_BIN") or shutil.which("azurite-blob")
     if not binary:
-        pytest.skip("Azurite not found: npm install azurite, then AIS_AZURITE_BIN=.../azurite-blob")
+        message = "Azurite not found: npm install azurite, then AIS_AZURITE_BIN=.../azurite-blob"
+        if SERVICES_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
     from azure.storage.blob import BlobServiceClient
     from storages.backends.azure_storage import AzureStorage
 
