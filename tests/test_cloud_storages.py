@@ -3,9 +3,10 @@
 django-storages' GoogleCloudStorage against ``gcp-storage-emulator`` and its
 AzureStorage against Azurite, both on loopback. The client libraries and
 emulators come with the ``test`` extra and ``scripts/test`` (which installs
-Azurite from npm and sets ``AIS_AZURITE_BIN``); run by hand without them, each
-half skips, and under ``CI=true`` it fails instead. The transfer runs in this process: it is the same code
-the worker runs, which test_s3.py drives through a real worker.
+Azurite from npm and sets ``AIS_AZURITE_BIN``); run by hand without them,
+each half skips, and under ``CI=true`` it fails instead. The transfer runs in
+this process: it is the same code the worker runs, which test_s3.py drives
+through a real worker.
 """
 
 from __future__ import annotations

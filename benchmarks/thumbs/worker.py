@@ -37,6 +37,7 @@ ENGINES = {
     "pyvips": "pyvips: Image.thumbnail(file) per size",
     "pyvips-cascade": "pyvips: thumbnail(file, 1600) + thumbnail_image cascade",
     "ours-pillow": "ours, Pillow engine (render_thumbnails)",
+    "ours-vips": "ours, pyvips engine (vips.VipsEngine)",
 }
 
 
@@ -237,11 +238,19 @@ def make_runner(engine: str, src: Path, scratch: Path):
 
         return same, run
 
-    if engine == "ours-pillow":
+    if engine in ("ours-pillow", "ours-vips"):
         setup_django(["async_image_save"], scratch)
-        from async_image_save.imaging import render_thumbnails
         from async_image_save.specs import ThumbnailSpec
 
+        if engine == "ours-pillow":
+            from async_image_save.imaging import render_thumbnails as render
+        else:
+            import pyvips
+
+            from async_image_save.vips import VipsEngine
+
+            pyvips.cache_set_max(0)  # as for the pyvips baselines
+            render = VipsEngine().render
         specs = [
             ThumbnailSpec(f"s{size}", size, size, fit="fit", format=None, quality=QUALITY)
             for size in SIZES
@@ -249,7 +258,7 @@ def make_runner(engine: str, src: Path, scratch: Path):
 
         def run(_):
             with open(src, "rb") as fp:
-                return [item.data for item in render_thumbnails(fp, specs)]
+                return [item.data for item in render(fp, specs)]
 
         return same, run
 
