@@ -38,6 +38,7 @@ TEST_REQUIRES = [
     "pyvips-binary>=8.15",
     "sorl-thumbnail>=12.10",
     "gcp-storage-emulator>=2024.8",
+    "django-cleanup>=8",
 ]
 
 setup(

@@ -118,7 +118,9 @@ def _request_missing(field_file: FieldFile, spec: ThumbnailSpec) -> None:
         return
     if not conf.ASYNC_IMAGE_SAVE_GENERATE_MISSING:
         return
-    digest = hashlib.sha256(f"{field_file.name}\0{spec.digest}".encode()).hexdigest()
+    # One request makes every spec of the field, so deduplicate per source, not per spec.
+    all_digests = ",".join(sorted(s.digest for s in field_specs(instance, field_name)))
+    digest = hashlib.sha256(f"{field_file.name}\0{all_digests}".encode()).hexdigest()
     cache = caches[conf.ASYNC_IMAGE_SAVE_CACHE]
     if not cache.add(f"async_image_save:missing:{digest}", 1, MISSING_REQUEST_SECONDS):
         return  # already asked for, by this or another process sharing the cache
