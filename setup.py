@@ -39,6 +39,7 @@ TEST_REQUIRES = [
     "sorl-thumbnail>=12.10",
     "gcp-storage-emulator>=2024.8",
     "django-cleanup>=8",
+    "djangorestframework>=3.14",
 ]
 
 setup(
@@ -68,6 +69,7 @@ setup(
         "s3": ["django-storages[s3]>=1.14"],
         "vips": ["pyvips>=2.2"],
         "sorl": ["sorl-thumbnail>=12.10"],
+        "drf": ["djangorestframework>=3.14"],
         "postgres": ["psycopg[binary]>=3.1"],
         "test": TEST_REQUIRES + ["django-storages[s3,google,azure]>=1.14"],
     },

@@ -121,3 +121,18 @@ class S3Photo(models.Model):
 
 class S3QueuedPhoto(models.Model):
     image = models.ImageField(upload_to="s3q", storage=s3_queued_storage, blank=True)
+
+
+# --- Fault injection (tests/faults.py, tests/test_faults.py, benchmarks/load.py) ---
+
+
+def fault_storage():
+    """A FileSystemStorage under MEDIA_ROOT/fault whose saves fail as tests/faults.py arms."""
+    from tests.faults import fault_storage as make
+
+    return make()
+
+
+class FaultPhoto(models.Model):
+    title = models.CharField(max_length=100, blank=True)
+    image = models.ImageField(upload_to="photos", storage=fault_storage, blank=True)

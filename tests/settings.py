@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.staticfiles",
     "sorl.thumbnail",
+    "rest_framework",
     "async_image_save",
     "tests",
 ]
@@ -148,3 +149,27 @@ if os.environ.get("AIS_CACHE_URL"):  # a cache shared by test process and worker
             "KEY_PREFIX": f"ais-test-cache-{RUN_ID}",
         }
     }
+
+# --- Fault and staging-matrix tests (tests/faults.py): per-process overrides -------------
+# AIS_VISIBILITY_TIMEOUT: the Redis transport's visibility_timeout in seconds, with
+# unacked messages swept every second (so a killed worker's task comes back quickly).
+# AIS_SETTINGS_JSON: a JSON object of ASYNC_IMAGE_SAVE_* / CELERY_* settings for this
+# process (a worker subprocess or a web-side driver); CELERY_BROKER_TRANSPORT_OPTIONS
+# is merged into the options above instead of replacing them.
+if os.environ.get("AIS_VISIBILITY_TIMEOUT"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+        "visibility_timeout": float(os.environ["AIS_VISIBILITY_TIMEOUT"]),
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+if os.environ.get("AIS_SETTINGS_JSON"):
+    import json as _json
+
+    for _name, _value in _json.loads(os.environ["AIS_SETTINGS_JSON"]).items():
+        if not _name.startswith(("ASYNC_IMAGE_SAVE_", "CELERY_")):
+            raise ValueError(f"AIS_SETTINGS_JSON may only set ASYNC_IMAGE_SAVE_*/CELERY_*: {_name}")
+        if _name == "CELERY_BROKER_TRANSPORT_OPTIONS":
+            _value = {**CELERY_BROKER_TRANSPORT_OPTIONS, **_value}
+        globals()[_name] = _value
+# --- end of fault-test overrides ---------------------------------------------------------
