@@ -26,6 +26,8 @@ from async_image_save.exceptions import PayloadDecodeError, PayloadMissing
 KiB = 1024
 MiB = 1024 * KiB
 _KEY_RE = re.compile(r"[0-9a-f]{32}")
+#: Below this a copy costs less than a redis-py pipeline (about 0.15 ms to build).
+JOIN_BELOW_BYTES = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ class RedisStager(Stager):
         self.client.set(self.prefix + key, data, ex=self.ttl)
 
     def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        if sum(len(p) for p in parts) <= JOIN_BELOW_BYTES:
+            # Small: one SET of the joined bytes beats building a pipeline.
+            self.client.set(self.prefix + key, b"".join(parts), ex=self.ttl)
+            return
         # SET the first part, APPEND the rest in one round trip; redis-py sends
         # memoryviews as they are, so the file bytes are never copied here.
         pipe = self.client.pipeline(transaction=False)

@@ -93,9 +93,14 @@ def _publish_chain(task: Any, message: dict[str, Any], last_arg: bytes | str) ->
     options: dict[str, Any] = {"serializer": MESSAGE_SERIALIZER}
     if queue:
         options["queue"] = queue
+    args = (job_id, message["model"], message["pk"], message["field"], last_arg)
+    # An explicit argsrepr spares Celery a repr() of the payload bytes on every publish.
+    body_repr = repr(last_arg) if isinstance(last_arg, str) else f"<{len(last_arg)} bytes>"
     first = task.signature(
-        (job_id, message["model"], message["pk"], message["field"], last_arg),
+        args,
         task_id=message["task_id"],
+        argsrepr=f"({job_id!r}, {args[1]!r}, {args[2]!r}, {args[3]!r}, {body_repr})",
+        kwargsrepr="{}",
         **options,
     )
     signature = (

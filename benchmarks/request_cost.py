@@ -330,7 +330,7 @@ def profile(bench: Bench, data: bytes, calls: int = 20) -> None:
         prof.disable()
         cleanup()
     bench.purge_queue()
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
+    pstats.Stats(prof).sort_stats(os.environ.get("AIS_PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("AIS_PROFILE_LINES", "35")))
 
 
 def meta() -> dict[str, str]:

@@ -648,6 +648,8 @@ def main(ops: list[dict]) -> None:
     for op in ops:
         if op.get("sleep"):
             time.sleep(op["sleep"])
+        if "same_as" in op:  # the same object as an earlier upload of this run
+            op["pk"] = results[op["same_as"]]["pk"]
         results.append(handlers[op["op"]](op))
     print(json.dumps(results))
 
