@@ -47,7 +47,13 @@ def _load(path: str) -> Engine:
         raise ImproperlyConfigured(
             f"ASYNC_IMAGE_SAVE_ENGINE {path!r} cannot be imported: {exc}{hint}"
         ) from exc
-    return engine_class()
+    try:
+        return engine_class()
+    except ImportError as exc:  # e.g. VipsEngine without pyvips
+        raise ImproperlyConfigured(
+            f"ASYNC_IMAGE_SAVE_ENGINE {path!r} needs a missing package: {exc} "
+            "(pip install 'async_image_save[vips]')"
+        ) from exc
 
 
 def get_engine() -> Engine:

@@ -48,6 +48,7 @@ class VipsEngine:
             if header.getexif().get(0x0112, 1) in _SWAPS_AXES:
                 width, height = height, width
             animated = any(s.animated for s in specs) and _frame_count(header) > 1
+            needs_colour = header.mode == "CMYK" or "icc_profile" in header.info
         still = [s for s in specs if not (s.animated and animated)]
         results = render_thumbnails(io.BytesIO(data), [s for s in specs if s not in still])
         ordered = sorted(still, key=lambda s: _scale_needed(s, width, height), reverse=True)
@@ -57,8 +58,11 @@ class VipsEngine:
             try:
                 if working is None:
                     # Decoded once, sequentially: keep it in memory for the cascade.
+                    # Colour management only when there is something to convert:
+                    # it costs 4x the whole thumbnail on a plain sRGB JPEG.
+                    extra = {"export_profile": "srgb"} if needs_colour else {}
                     working = pyvips.Image.thumbnail_buffer(
-                        data, w, height=h, size="force", export_profile="srgb"
+                        data, w, height=h, size="force", **extra
                     ).copy_memory()
                 elif (w, h) != (working.width, working.height):
                     working = working.thumbnail_image(w, height=h, size="force").copy_memory()
@@ -82,7 +86,8 @@ def _encode(image: Any, spec: ThumbnailSpec, source_format: str) -> tuple[bytes,
     fmt = spec.format or {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}.get(
         source_format, "png" if image.hasalpha() else "jpeg"
     )
-    if image.format != "uchar":
+    if image.format != "uchar" or image.interpretation != "srgb":
+        # Grey, 16-bit or other spaces: 8-bit sRGB, as the Pillow engine writes.
         image = image.colourspace("srgb").cast("uchar")
     if fmt == "jpeg" and image.hasalpha():
         from PIL import ImageColor

@@ -147,7 +147,7 @@ def print_tables(summary: dict, engines: list[str]) -> None:
             target = ""
             if "target" in row:
                 t = row["target"]
-                target = f"{t['ratio']:.2f} >={t['least']:.2f} {mark(t['met'])} ({t['text']})"
+                target = f"{t['ratio']:.3f} >={t['least']:.2f} {mark(t['met'])} ({t['text']})"
             print(
                 f"{ENGINES[engine]:58} {row['ms']:7.1f} {row['mp_per_s']:6.1f} "
                 f"{row['mp_per_cpu_s']:8.1f} {row['rss_peak_mib']:8.0f} "
@@ -171,6 +171,17 @@ def print_tables(summary: dict, engines: list[str]) -> None:
         "\nx ours = engine ms / ours (Pillow engine) ms in the same round, median over rounds "
         "(>1: ours is faster); (cpu): the same with process CPU time, less sensitive to other "
         "load on the machine. target: the ratio named in brackets, its threshold, PASS/MISS."
+    )
+
+
+def print_header(result: dict) -> None:
+    env = result["environment"]
+    elapsed = result.get("elapsed_s")
+    print(
+        f"Thumbnails 1600/800/200 px (fit, q85, format kept); {result['rounds']} round(s) x "
+        f"{result['runs']} timed run(s) + {result['warmup']} warm-up per process; "
+        f"Pillow {env['packages']['Pillow']}, libvips {env['packages']['pyvips-binary']}, "
+        f"{env['cpu_count']} CPUs" + (f", {elapsed:.0f} s" if elapsed else "")
     )
 
 
@@ -217,11 +228,19 @@ def main(argv=None) -> None:
         help="comma-separated subset of the input names",
     )
     parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="only print the tables of a --json file"
+    )
+    parser.add_argument(
         "--input-dir",
         type=Path,
         help="keep the generated inputs here and reuse them (default: a temp dir)",
     )
     args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        print_header(saved)
+        print_tables(saved["summary"], list(next(iter(saved["summary"].values()))))
+        return
     rounds = args.rounds or (1 if args.quick else 3)
     runs = args.runs or (2 if args.quick else 5)
     engines = [e for e in ENGINES if e in args.engines.split(",") or e in (OURS, BASELINE)]
@@ -256,29 +275,20 @@ def main(argv=None) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
     summary = summarise(records, inputs, engines)
-    env = environment()
-    print(
-        f"Thumbnails 1600/800/200 px (fit, q85, format kept); {rounds} round(s) x {runs} timed "
-        f"run(s) + {args.warmup} warm-up per process; Pillow {env['packages']['Pillow']}, "
-        f"libvips {env['packages']['pyvips-binary']}, {env['cpu_count']} CPUs, "
-        f"{time.time() - started:.0f} s"
-    )
+    result = {
+        "rounds": rounds,
+        "runs": runs,
+        "warmup": args.warmup,
+        "elapsed_s": time.time() - started,
+        "environment": environment(),
+        "inputs": input_facts,
+        "summary": summary,
+        "raw": records,
+    }
+    print_header(result)
     print_tables(summary, engines)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "rounds": rounds,
-                    "runs": runs,
-                    "warmup": args.warmup,
-                    "environment": env,
-                    "inputs": input_facts,
-                    "summary": summary,
-                    "raw": records,
-                },
-                indent=1,
-            )
-        )
+        args.json.write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")
 
 

@@ -650,6 +650,8 @@ def main(ops: list[dict]) -> None:
             time.sleep(op["sleep"])
         if "same_as" in op:  # the same object as an earlier upload of this run
             op["pk"] = results[op["same_as"]]["pk"]
+        if "of" in op:  # the job of an earlier upload of this run
+            op["job"] = results[op["of"]]["job"]
         results.append(handlers[op["op"]](op))
     print(json.dumps(results))
 

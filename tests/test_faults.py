@@ -349,10 +349,9 @@ def test_duplicate_deliveries_to_a_second_worker_wait_and_change_nothing(rig, br
     arm(LABEL, "gate", match=f"photos/{stem}")
     first, second = rig.worker(start=False, visibility=600), rig.worker(start=False, visibility=600)
     rig.start_all([first, second])
-    up, _, _ = rig.drive(
-        [rig.upload(stem, data), {"op": "wait_gate"}, {"op": "republish", "times": 2}],
-        visibility=600,
-    )
+    upload = rig.upload(stem, data)
+    republish = {"op": "republish", "of": 0, "times": 2, "file": upload["file"]}
+    up, _, _ = rig.drive([upload, {"op": "wait_gate"}, republish], visibility=600)
     # The idle worker gets both duplicates while the first holds the lease: it backs off.
     rig.wait_logs("retry: Retry in", 2)
     open_gate(LABEL)
