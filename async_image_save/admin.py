@@ -126,14 +126,14 @@ class AsyncImageAdminMixin:
     @admin.action(description=_("Regenerate thumbnails"))
     def regenerate_thumbnails(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Queue thumbnail regeneration for each selected object's image fields."""
-        from async_image_save.tasks import regenerate_thumbnails
+        from async_image_save.tasks import regenerate_thumbnails, send_options
 
         count = 0
         for obj in queryset:
             for name in _image_fields(type(obj), self.async_image_fields):
                 if getattr(obj, name):
                     regenerate_thumbnails.apply_async(
-                        (obj._meta.label, str(obj.pk), name), serializer="msgpack"
+                        (obj._meta.label, str(obj.pk), name), **send_options()
                     )
                     count += 1
         self.message_user(  # type: ignore[attr-defined]

@@ -68,7 +68,7 @@ def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 
 @checks.register()
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E003-E006: sizes, TTL and retries must be sane integers."""
+    """E003-E006, E012, E013, E015, E016: sizes, TTL, retries, attempts and lease."""
     errors = _int_setting(
         "ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES",
         conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES,
@@ -90,7 +90,19 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         "ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES",
         conf.ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES,
         minimum=0,
-        error_id="async_image_save.E006",
+        error_id="async_image_save.E012",
+    )
+    errors += _int_setting(
+        "ASYNC_IMAGE_SAVE_MAX_ATTEMPTS",
+        conf.ASYNC_IMAGE_SAVE_MAX_ATTEMPTS,
+        minimum=1,
+        error_id="async_image_save.E015",
+    )
+    errors += _int_setting(
+        "ASYNC_IMAGE_SAVE_LEASE_SECONDS",
+        conf.ASYNC_IMAGE_SAVE_LEASE_SECONDS,
+        minimum=10,
+        error_id="async_image_save.E016",
     )
     for name in ("ASYNC_IMAGE_SAVE_RETRY_BACKOFF", "ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX"):
         value = getattr(conf, name)
@@ -99,7 +111,7 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
                 checks.Error(
                     f"{name} must be a number of seconds (0 or more), got {value!r}.",
                     hint=f"Set {name} to e.g. 2, or remove it to use the default.",
-                    id="async_image_save.E006",
+                    id="async_image_save.E013",
                 )
             )
     errors += _int_setting(
@@ -259,7 +271,7 @@ def check_queued_storages(app_configs: Any = None, **kwargs: Any) -> list[checks
 
 @checks.register()
 def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E011: the thumbnail engine cannot be loaded (e.g. pyvips missing)."""
+    """E014: the thumbnail engine cannot be loaded (e.g. pyvips missing)."""
     from async_image_save.engines import get_engine
 
     try:
@@ -269,7 +281,25 @@ def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             checks.Error(
                 str(exc),
                 hint="Set ASYNC_IMAGE_SAVE_ENGINE to 'pillow', or install pyvips and libvips.",
-                id="async_image_save.E011",
+                id="async_image_save.E014",
             )
         ]
     return []
+
+
+@checks.register()
+def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E017: ASYNC_IMAGE_SAVE_CACHE is not a CACHES alias."""
+    from django.conf import settings
+
+    alias = conf.ASYNC_IMAGE_SAVE_CACHE
+    caches = getattr(settings, "CACHES", {"default": {}})
+    if alias in caches:
+        return []
+    return [
+        checks.Error(
+            f"ASYNC_IMAGE_SAVE_CACHE is {alias!r}, which is not in CACHES ({sorted(caches)}).",
+            hint="Name a cache that web processes and workers share, e.g. a Redis cache.",
+            id="async_image_save.E017",
+        )
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,10 +28,13 @@ class RecoveryAction:
 
 
 def payload_available(job: ImageJob) -> bool:
-    """Whether the job's upload bytes can still be had (a staged payload that still exists).
+    """Whether the job's upload bytes can still be had.
 
-    Inline payloads live only inside the broker message, so they cannot be re-sent.
+    A staged payload that still exists, or for ``process_stored()`` the file in the
+    storage. Inline payloads live only inside the broker message: never re-sendable.
     """
+    if job.stored_name:
+        return True  # the worker checks the file itself, and fails clearly if it is gone
     if not job.staged_ref:
         return False
     try:
@@ -44,11 +48,13 @@ def payload_available(job: ImageJob) -> bool:
 def _publish_again(job: ImageJob, *, thumbnails_only: bool) -> None:
     """Send the job's task again and touch ``updated_at``, so the next run waits again."""
     from async_image_save.saving import job_message
-    from async_image_save.tasks import publish, publish_thumbnails
+    from async_image_save.tasks import publish, publish_stored, publish_thumbnails
 
     ImageJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
     if thumbnails_only:
         publish_thumbnails(job.pk.hex, job.queue or None)
+    elif job.stored_name:
+        publish_stored(job_message(job), job.stored_name)
     else:
         publish(job_message(job), job.staged_ref)
 
@@ -73,7 +79,10 @@ def retry_job(job: ImageJob, *, dry_run: bool = False) -> RecoveryAction:
             "the upload's bytes are gone (inline payload, or staged payload expired)",
         )
     if not dry_run:
-        if not status.transition(job.pk, (State.FAILED,), State.PENDING, error="", error_code=""):
+        # A fresh attempt budget: the retry is a new decision, not one more delivery.
+        if not status.transition(
+            job.pk, (State.FAILED,), State.PENDING, error="", error_code="", attempts=0
+        ):
             return raced
         _publish_again(job, thumbnails_only=False)
     return RecoveryAction(job, "requeued", "the staged payload is sent again")
@@ -136,6 +145,46 @@ def recover_stale(older_than: timedelta, *, dry_run: bool = False) -> list[Recov
                 status.mark_failed(job.pk, "message_lost", reason)
             actions.append(RecoveryAction(job, "failed", reason))
     return actions
+
+
+def sweep_staging(*, dry_run: bool = False) -> list[tuple[str, str]]:
+    """Delete staged payloads nobody needs any more; return (ref, reason) for each.
+
+    Kept: payloads of pending jobs, and of failed jobs an admin can still retry
+    (for ``ASYNC_IMAGE_SAVE_STAGING_TTL``). Redis payloads expire by themselves.
+    """
+    from async_image_save.conf import conf
+    from async_image_save.processing import RETRYABLE_CODES
+    from async_image_save.staging import get_stager
+
+    schemes = {"database"}
+    configured = conf.ASYNC_IMAGE_SAVE_STAGING
+    if configured in ("directory", "storage"):
+        schemes.add(configured)
+    if os.path.isdir(conf.ASYNC_IMAGE_SAVE_STAGING_DIR):
+        schemes.add("directory")
+    keep_until = timezone.now() - timedelta(seconds=conf.ASYNC_IMAGE_SAVE_STAGING_TTL)
+    removed = []
+    for scheme in sorted(schemes):
+        stager = get_stager(scheme)
+        keys = list(stager.keys())
+        jobs = {j.pk.hex: j for j in ImageJob.objects.filter(pk__in=keys)}
+        for key in keys:
+            job = jobs.get(key)
+            if job is None:
+                reason = "no such job"
+            elif job.state in (State.SAVED, State.DONE):
+                reason = f"job {job.state}"
+            elif job.state == State.FAILED and (
+                job.error_code not in RETRYABLE_CODES or job.updated_at < keep_until
+            ):
+                reason = f"job failed ({job.error_code})"
+            else:
+                continue
+            if not dry_run:
+                stager.delete(key)
+            removed.append((stager.ref(key), reason))
+    return removed
 
 
 # --- QueuedStorage transfers (async_image_save.storage) ---

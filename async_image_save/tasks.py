@@ -27,6 +27,15 @@ _TASK_OPTIONS = {
 }
 
 
+def send_options(queue: str | None = None) -> dict[str, Any]:
+    """Options for sending one of our tasks: msgpack, and the queue (or the configured one)."""
+    options: dict[str, Any] = {"serializer": MESSAGE_SERIALIZER}
+    queue = queue or conf.ASYNC_IMAGE_SAVE_QUEUE
+    if queue:
+        options["queue"] = queue
+    return options
+
+
 def _retry(task: Any, exc: processing.StorageFailure, code: str) -> None:
     retries = task.request.retries
     if retries >= conf.ASYNC_IMAGE_SAVE_MAX_RETRIES:
@@ -119,10 +128,7 @@ def _publish_chain(task: Any, message: dict[str, Any], last_arg: bytes | str) ->
 
 def publish_thumbnails(job_id: str, queue: str | None) -> None:
     """Send only the thumbnail task of an already saved job."""
-    options: dict[str, Any] = {"serializer": MESSAGE_SERIALIZER}
-    if queue:
-        options["queue"] = queue
-    make_thumbnails.apply_async((job_id,), **options)
+    make_thumbnails.apply_async((job_id,), **send_options(queue))
 
 
 @shared_task(name="async_image_save.regenerate_thumbnails", **_TASK_OPTIONS)

@@ -132,13 +132,13 @@ def _request_missing(field_file: FieldFile, spec: ThumbnailSpec) -> None:
     ).exists()
     if busy:
         return  # its job will make the thumbnails
-    from async_image_save.tasks import regenerate_thumbnails
+    from async_image_save.tasks import regenerate_thumbnails, send_options
 
     args = (instance._meta.label, str(instance.pk), field_name)
 
     def send() -> None:
         try:
-            regenerate_thumbnails.apply_async(args, serializer="msgpack")
+            regenerate_thumbnails.apply_async(args, **send_options())
         except Exception:
             logger.exception("async_image_save could not queue missing thumbnails of %s", args)
 

@@ -20,6 +20,7 @@ from async_image_save.models import ImageJob, Thumbnail
 from async_image_save.specs import specs_for
 
 SESSION_KEY = "async_image_save_jobs"
+GENERIC_ERROR = "The image could not be processed."
 _TOKEN_SALT = "async_image_save.views.job_token"
 #: How many job ids a session remembers (the oldest are forgotten first).
 SESSION_MAX_JOBS = 200
@@ -84,8 +85,13 @@ def stage(job: ImageJob) -> str:
     return str(job.state)
 
 
-def job_payload(job: ImageJob) -> dict[str, Any]:
-    """The JSON body for ``job``: state, stage, error and, once saved, URLs."""
+def job_payload(job: ImageJob, *, full_error: bool = True) -> dict[str, Any]:
+    """The JSON body for ``job``: state, stage, error and, once saved, URLs.
+
+    Without ``full_error`` (viewers who are neither owner nor staff: a session or
+    a token holder) the error text, which may quote internals, is replaced by a
+    generic sentence; the machine-readable ``error_code`` stays.
+    """
     body: dict[str, Any] = {
         "id": str(job.pk),
         "state": job.state,
@@ -93,7 +99,7 @@ def job_payload(job: ImageJob) -> dict[str, Any]:
         "finished": job.is_finished,
         "attempts": job.attempts,
         "error_code": job.error_code or None,
-        "error": job.error or None,
+        "error": (job.error if full_error else GENERIC_ERROR) if job.error else None,
         "image": None,
         "thumbnails": {},
     }
@@ -120,7 +126,9 @@ def job_status(request: HttpRequest, job_id: Any) -> JsonResponse:
     job = ImageJob.objects.select_related("content_type").filter(pk=job_id).first()
     if job is None or not can_view(request, job):
         raise Http404("No such job.")
-    return JsonResponse(job_payload(job))
+    user = getattr(request, "user", None)
+    full = user is not None and user.is_authenticated and (user.is_staff or job.owner_id == user.pk)
+    return JsonResponse(job_payload(job, full_error=full))
 
 
 def wants_json(request: HttpRequest) -> bool:

@@ -121,9 +121,9 @@ def test_e006_max_retries(settings, value):
 
 
 @pytest.mark.parametrize("value", [-1, "2", 1.0, None])
-def test_e006_publish_max_retries(settings, value):
+def test_e012_publish_max_retries(settings, value):
     settings.ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES = value
-    message = only(checks.check_limits(), "async_image_save.E006")
+    message = only(checks.check_limits(), "async_image_save.E012")
     assert "ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES" in message.msg
 
 
@@ -131,15 +131,15 @@ def test_e006_publish_max_retries(settings, value):
     "name", ["ASYNC_IMAGE_SAVE_RETRY_BACKOFF", "ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX"]
 )
 @pytest.mark.parametrize("value", [-0.5, "2s", None, True])
-def test_e006_retry_backoff(settings, name, value):
+def test_e013_retry_backoff(settings, name, value):
     setattr(settings, name, value)
-    message = only(checks.check_limits(), "async_image_save.E006")
+    message = only(checks.check_limits(), "async_image_save.E013")
     assert name in message.msg
     assert repr(value) in message.msg
 
 
 @pytest.mark.parametrize("value", [0, 0.5, 10])
-def test_e006_retry_backoff_accepts_numbers(settings, value):
+def test_e013_retry_backoff_accepts_numbers(settings, value):
     settings.ASYNC_IMAGE_SAVE_RETRY_BACKOFF = value
     settings.ASYNC_IMAGE_SAVE_RETRY_BACKOFF_MAX = value
     assert checks.check_limits() == []
@@ -156,6 +156,51 @@ def test_e003_to_e006_reported_together(settings):
         "async_image_save.E005",
         "async_image_save.E006",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check_id"),
+    [
+        ("ASYNC_IMAGE_SAVE_MAX_ATTEMPTS", 0, "async_image_save.E015"),
+        ("ASYNC_IMAGE_SAVE_MAX_ATTEMPTS", "3", "async_image_save.E015"),
+        ("ASYNC_IMAGE_SAVE_LEASE_SECONDS", 5, "async_image_save.E016"),
+        ("ASYNC_IMAGE_SAVE_LEASE_SECONDS", None, "async_image_save.E016"),
+    ],
+)
+def test_e015_e016_attempts_and_lease(settings, name, value, check_id):
+    setattr(settings, name, value)
+    message = only(checks.check_limits(), check_id)
+    assert name in message.msg
+
+
+def test_e017_cache_alias_must_exist(settings):
+    settings.ASYNC_IMAGE_SAVE_CACHE = "nope"
+    message = only(checks.check_cache(), "async_image_save.E017")
+    assert "'nope'" in message.msg
+    settings.ASYNC_IMAGE_SAVE_CACHE = "default"
+    assert checks.check_cache() == []
+
+
+def test_e014_engine_without_its_package(settings, monkeypatch):
+    import builtins
+
+    from async_image_save.engines import _load
+
+    real_import = builtins.__import__
+
+    def no_pyvips(name, *args, **kwargs):
+        if name == "pyvips":
+            raise ImportError("No module named 'pyvips'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyvips)
+    settings.ASYNC_IMAGE_SAVE_ENGINE = "vips"
+    _load.cache_clear()
+    try:
+        message = only(checks.check_engine(), "async_image_save.E014")
+    finally:
+        _load.cache_clear()
+    assert "vips" in message.msg
 
 
 def test_e007_unknown_staging_backend(settings):

@@ -72,14 +72,14 @@ class QueuedThumbnailBackend(ThumbnailBackend):
 
     def queue(self, source: ImageFile, geometry: str, options: dict[str, Any], name: str) -> None:
         """Send the generation task once per thumbnail name (deduplicated in the cache)."""
-        from async_image_save.tasks import sorl_thumbnail
+        from async_image_save.tasks import send_options, sorl_thumbnail
 
         key = "async_image_save:sorl:" + hashlib.sha256(name.encode()).hexdigest()
         if not caches[conf.ASYNC_IMAGE_SAVE_CACHE].add(key, 1, QUEUED_SECONDS):
             return
         args = (source.name, source.serialize_storage(), geometry, _plain(options))
         try:
-            sorl_thumbnail.apply_async(args, serializer="msgpack")
+            sorl_thumbnail.apply_async(args, **send_options())
         except Exception:
             logger.exception("async_image_save could not queue sorl thumbnail %s", name)
 

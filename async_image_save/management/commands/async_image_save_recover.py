@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from async_image_save.durations import parse_duration
 from async_image_save.models import ImageJob
-from async_image_save.recovery import recover_stale, recover_transfers, retry_job
+from async_image_save.recovery import recover_stale, recover_transfers, retry_job, sweep_staging
 
 #: Below this, a job is most likely still queued, not lost.
 MIN_AGE = timedelta(minutes=1)
@@ -27,6 +27,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--older-than", default="15m", help="e.g. 90s, 15m, 2h (default 15m)")
         parser.add_argument("--dry-run", action="store_true", help="Show what would be done.")
+        parser.add_argument(
+            "--sweep-staging",
+            action="store_true",
+            help="Also delete staged payloads of finished or missing jobs (orphans).",
+        )
         parser.add_argument(
             "--retry-failed",
             action="store_true",
@@ -73,3 +78,8 @@ class Command(BaseCommand):
                 )
             handled = sum(1 for done in transfers if done.action != "skipped")
             self.stdout.write(f"{prefix}{handled} transfer(s) handled.")
+        if options["sweep_staging"]:
+            swept = sweep_staging(dry_run=dry_run)
+            for ref, reason in swept:
+                self.stdout.write(f"{prefix}swept: {ref}: {reason}")
+            self.stdout.write(f"{prefix}{len(swept)} staged payload(s) swept.")

@@ -55,7 +55,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=500)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from async_image_save.tasks import regenerate_thumbnails
+        from async_image_save.tasks import regenerate_thumbnails, send_options
 
         total = failed = pruned = 0
         only = options["spec"] or None
@@ -91,7 +91,7 @@ class Command(BaseCommand):
                         continue
                 else:
                     regenerate_thumbnails.apply_async(
-                        (model._meta.label, str(obj.pk), field_name, only), serializer="msgpack"
+                        (model._meta.label, str(obj.pk), field_name, only), **send_options()
                     )
                 total += 1
                 self.stdout.write(f"\r{model._meta.label}.{field_name}: {index}/{count}", ending="")
