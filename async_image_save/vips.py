@@ -10,6 +10,7 @@ specs are handed to the Pillow engine.
 from __future__ import annotations
 
 import io
+import os
 from typing import IO, Any
 
 from async_image_save.exceptions import ImageRejected
@@ -39,10 +40,14 @@ class VipsEngine:
         """Render ``specs`` from ``fp``."""
         import pyvips
 
-        data = fp.read()
-        with _bomb_guard():
+        # A local file is read by libvips itself (no copy into Python); else the bytes.
+        path = getattr(fp, "name", None)
+        local = isinstance(path, str) and os.path.isfile(path)
+        data = b"" if local else fp.read()
+        header_source = open(path, "rb") if local else io.BytesIO(data)  # noqa: SIM115
+        with header_source, _bomb_guard():
             # Pillow reads the header only: same format policy and pixel limits as uploads.
-            header = open_image(io.BytesIO(data))
+            header = open_image(header_source)
             source_format = str(header.format)
             width, height = header.size
             if header.getexif().get(0x0112, 1) in _SWAPS_AXES:
@@ -50,7 +55,12 @@ class VipsEngine:
             animated = any(s.animated for s in specs) and _frame_count(header) > 1
             needs_colour = header.mode == "CMYK" or "icc_profile" in header.info
         still = [s for s in specs if not (s.animated and animated)]
-        results = render_thumbnails(io.BytesIO(data), [s for s in specs if s not in still])
+        animated_specs = [s for s in specs if s not in still]
+        results = []
+        if animated_specs:
+            source = open(path, "rb") if local else io.BytesIO(data)  # noqa: SIM115
+            with source:
+                results = render_thumbnails(source, animated_specs)
         ordered = sorted(still, key=lambda s: _scale_needed(s, width, height), reverse=True)
         working: Any = None
         for spec in ordered:
@@ -61,9 +71,13 @@ class VipsEngine:
                     # Colour management only when there is something to convert:
                     # it costs 4x the whole thumbnail on a plain sRGB JPEG.
                     extra = {"export_profile": "srgb"} if needs_colour else {}
-                    working = pyvips.Image.thumbnail_buffer(
-                        data, w, height=h, size="force", **extra
-                    ).copy_memory()
+                    if local:
+                        first = pyvips.Image.thumbnail(path, w, height=h, size="force", **extra)
+                    else:
+                        first = pyvips.Image.thumbnail_buffer(
+                            data, w, height=h, size="force", **extra
+                        )
+                    working = first.copy_memory()
                 elif (w, h) != (working.width, working.height):
                     working = working.thumbnail_image(w, height=h, size="force").copy_memory()
                 output = _crop(working, spec) if spec.fit == "crop" else working

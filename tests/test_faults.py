@@ -188,6 +188,22 @@ class Rig:
                 raise ScenarioError(f"{text!r} seen {self.log_count(text)}/{count} times")
             time.sleep(0.05)
 
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Wait until every delivery a worker received has finished (or been retried)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            received = self.log_count("] received")
+            ended = sum(
+                self.log_count(text) for text in ("] succeeded in", "] retry: ", "] raised ")
+            )
+            if received == ended:
+                self.settle()
+                if self.log_count("] received") == received:
+                    return
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"{received - ended} deliveries still running\n{self.logs()}")
+            time.sleep(0.1)
+
     def settle(self, quiet: float = 1.5, timeout: float = 20) -> None:
         """Wait until no worker has logged anything for ``quiet`` seconds."""
         deadline = time.monotonic() + timeout
@@ -233,8 +249,13 @@ def staged_exists(rig: Rig, ref: str) -> bool:
     raise AssertionError(ref)
 
 
-def assert_saved_once(rig: Rig, job_id: str, stem: str, data: bytes, attempts=None) -> ImageJob:
-    """One final file, one field value, one set of thumbnails, one signal of each kind."""
+def assert_saved_once(
+    rig: Rig, job_id: str, stem: str, data: bytes, attempts=None, failed_before: int = 0
+) -> ImageJob:
+    """One final file, one field value, one set of thumbnails, one signal of each kind.
+
+    ``failed_before``: the job failed that many times before a retry (image_failed each).
+    """
     job = ImageJob.objects.get(pk=job_id)
     assert job.state == "done", (job.error_code, job.error, rig.logs())
     photo = FaultPhoto.objects.get(pk=int(job.object_id))
@@ -247,7 +268,8 @@ def assert_saved_once(rig: Rig, job_id: str, stem: str, data: bytes, attempts=No
     assert thumb_files(stem) == sorted(os.path.basename(r.name) for r in records), (
         "one set of thumbnails"
     )
-    assert rig.signals(job.pk.hex) == {"image_saved": 1, "thumbnails_ready": 1}, "one signal"
+    expected = {"image_saved": 1, "thumbnails_ready": 1, "image_failed": failed_before}
+    assert rig.signals(job.pk.hex) == +Counter(expected), "one signal"
     saved = [s for s in read_signals(rig.signal_log) if s["signal"] == "image_saved"]
     assert [s["name"] for s in saved if s["job"] == job.pk.hex] == [job.saved_name]
     if attempts is not None:
@@ -352,13 +374,13 @@ def test_duplicate_deliveries_to_a_second_worker_wait_and_change_nothing(rig, br
     upload = rig.upload(stem, data)
     republish = {"op": "republish", "of": 0, "times": 2, "file": upload["file"]}
     up, _, _ = rig.drive([upload, {"op": "wait_gate"}, republish], visibility=600)
-    # The idle worker gets both duplicates while the first holds the lease: it backs off.
-    rig.wait_logs("retry: Retry in", 2)
+    # The idle worker gets a duplicate while the first holds the lease: it backs off.
+    rig.wait_logs("retry: Retry in", 1)
     open_gate(LABEL)
     wait_for_job(up["job"], timeout=30)
-    rig.wait_logs("async_image_save.save_upload[", 3 + 2)  # 3 runs + 2 retries, logged
-    rig.wait_logs("] succeeded in", 6)  # 3 save_upload and 3 chained make_thumbnails
-    rig.settle()
+    time.sleep(LEASE)  # the backed-off duplicates come back, find the job done
+    rig.wait_idle()
+    assert rig.log_count("save_upload[") >= 2 * 3  # received and finished, 3 deliveries
     assert_saved_once(rig, up["job"], stem, data, attempts=1)
     assert gate_entered(LABEL) == 1  # the duplicates never wrote a file
 
@@ -403,8 +425,8 @@ def test_task_outliving_visibility_timeout_and_lease_saves_once(rig):
         "BUG: make_thumbnails takes no lease (only save_upload claims the job): a "
         "thumbnail task that outlives Redis's visibility_timeout runs again on another "
         "worker at the same time; both write every thumbnail, FileSystemStorage renames "
-        "the second copy (<stem>.small.<hash>_<random>.jpg), one record points at it and "
-        "the other file is left behind (two sets of thumbnails on disk)."
+        "the second copy (<stem>_<random>.small.<hash>.jpg), one record points at one "
+        "copy and the other file is left behind (an orphan thumbnail on disk)."
     ),
 )
 def test_thumbnail_task_outliving_visibility_timeout_makes_one_set(rig):
@@ -625,7 +647,7 @@ def test_postgres_unavailable_for_10s_while_binding_is_retried(rig):
         open_gate(LABEL)  # the file is written; binding it to the field needs the database
         time.sleep(10)
         proxy.restore()
-        wait_for_job(up["job"], timeout=30)
+        wait_for_job(up["job"], timeout=15)
         rig.settle()
         assert_saved_once(rig, up["job"], stem, data)
     finally:
@@ -660,7 +682,7 @@ def test_full_disk_leaves_no_partial_file_and_recovers_after_space_is_freed(rig)
     assert "requeued" in recovered["output"], recovered
     wait_for_job(up["job"], timeout=30)
     rig.settle()
-    assert_saved_once(rig, up["job"], stem, data)
+    assert_saved_once(rig, up["job"], stem, data, failed_before=1)
 
 
 def test_thumbnail_step_failing_is_retried_alone(rig):
@@ -684,7 +706,6 @@ def test_thumbnail_step_failing_for_good_keeps_the_original(rig):
     photo = FaultPhoto.objects.get(pk=up["pk"])
     assert photo.image.name == job.saved_name  # the original stays bound and on disk
     assert originals(stem) == [os.path.basename(job.saved_name)]
-    assert thumb_files(stem) == []  # no partial thumbnail left either
     assert rig.signals(job.pk.hex) == {"image_saved": 1, "image_failed": 1}
     disarm(LABEL)
     [recovered] = rig.drive([{"op": "recover", "args": ["--older-than", "1m", "--retry-failed"]}])
@@ -699,3 +720,26 @@ def test_thumbnail_step_failing_for_good_keeps_the_original(rig):
         "small",
     ]
     assert len(thumb_files(stem)) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "BUG: generation.generate_thumbnails writes each thumbnail with storage.save() "
+        "straight to its final name and removes nothing when the write fails: a full disk "
+        "while writing a thumbnail leaves a truncated <stem>.small.<hash>.jpg (no Thumbnail "
+        "row) for as long as the job stays failed (thumbnail_error). A later retry deletes "
+        "and rewrites it; _write_file does remove a partial original."
+    ),
+)
+def test_full_disk_while_writing_thumbnails_leaves_no_partial_thumbnail(rig):
+    stem, data = new_stem(), sized_jpeg(SMALL, seed=84)
+    arm(LABEL, "enospc", count=99, match=f"thumbs/{stem}")
+    rig.worker()
+    [up] = rig.drive([rig.upload(stem, data)])
+    job = wait_for_job(up["job"], timeout=60)
+    if (job.state, job.error_code) != ("failed", "thumbnail_error"):
+        raise ScenarioError(f"{job.state} {job.error_code}: {rig.logs()}")
+    assert originals(stem) == [os.path.basename(job.saved_name)]
+    assert thumb_files(stem) == [], "no partial thumbnail at its final name"
