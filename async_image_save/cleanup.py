@@ -25,9 +25,8 @@ def _file_fields(model: type[models.Model]) -> tuple[str, ...]:
     return tuple(f.name for f in model._meta.concrete_fields if isinstance(f, models.FileField))
 
 
-def delete_thumbnails(storage: Any, source_name: str) -> int:
-    """Delete every thumbnail of ``source_name`` (files and records); return how many."""
-    records = list(Thumbnail.objects.filter(source_name=source_name))
+def _delete_records(storage: Any, records: list[Thumbnail]) -> int:
+    """Delete these thumbnails' files (through ``storage``), rows and cached copies."""
     for record in records:
         try:
             storage.delete(record.name)
@@ -38,6 +37,11 @@ def delete_thumbnails(storage: Any, source_name: str) -> int:
     return len(records)
 
 
+def delete_thumbnails(storage: Any, source_name: str) -> int:
+    """Delete every thumbnail of ``source_name`` (files and records); return how many."""
+    return _delete_records(storage, list(Thumbnail.objects.filter(source_name=source_name)))
+
+
 def delete_stale_thumbnails(storage: Any, source_name: str, specs: list[Any]) -> int:
     """Delete thumbnails of ``source_name`` whose spec changed or is gone; return how many."""
     current = {(s.name, s.digest) for s in specs}
@@ -46,14 +50,7 @@ def delete_stale_thumbnails(storage: Any, source_name: str, specs: list[Any]) ->
         for r in Thumbnail.objects.filter(source_name=source_name)
         if (r.spec, r.spec_hash) not in current
     ]
-    for record in stale:
-        try:
-            storage.delete(record.name)
-        except Exception:
-            logger.exception("async_image_save could not delete thumbnail %s", record.name)
-    Thumbnail.objects.filter(pk__in=[r.pk for r in stale]).delete()
-    forget_records(stale)
-    return len(stale)
+    return _delete_records(storage, stale)
 
 
 def delete_thumbnails_on_commit(storage: Any, source_name: str, using: str | None = None) -> None:

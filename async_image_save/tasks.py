@@ -47,34 +47,31 @@ def _retry(task: Any, exc: processing.StorageFailure, code: str) -> None:
     raise task.retry(exc=exc, countdown=delay)
 
 
-@shared_task(name="async_image_save.save_upload", **_TASK_OPTIONS)
-def save_upload(self: Any, job_id: str, model: str, pk: str, field: str, body: bytes | str) -> str:
-    """Save the upload of ``job_id`` into ``model``/``pk``/``field``."""
+def _run_job(task: Any, work: Any, job_id: str, arg: bytes | str, **target: str) -> str:
+    """Run a save or bind; retry storage errors with backoff and busy jobs later."""
     try:
-        return processing.save_upload(job_id, body, model=model, pk=pk, field=field)
+        return work(job_id, arg, **target)
     except processing.StorageFailure as exc:
-        _retry(self, exc, "storage_error")
+        _retry(task, exc, "storage_error")
         return "failed"
     except processing.JobBusy as exc:
         # A duplicate delivery: come back when the other worker's lease ends; by
         # then the job is finished (and this is a no-op) or the lease expired.
-        raise self.retry(
+        raise task.retry(
             countdown=min(exc.retry_in, BUSY_RETRY_MAX_SECONDS), max_retries=None
         ) from exc
+
+
+@shared_task(name="async_image_save.save_upload", **_TASK_OPTIONS)
+def save_upload(self: Any, job_id: str, model: str, pk: str, field: str, body: bytes | str) -> str:
+    """Save the upload of ``job_id`` into ``model``/``pk``/``field``."""
+    return _run_job(self, processing.save_upload, job_id, body, model=model, pk=pk, field=field)
 
 
 @shared_task(name="async_image_save.bind_stored", **_TASK_OPTIONS)
 def bind_stored(self: Any, job_id: str, model: str, pk: str, field: str, name: str) -> str:
     """Validate a file already in the field's storage and bind it to the field."""
-    try:
-        return processing.bind_stored(job_id, name, model=model, pk=pk, field=field)
-    except processing.StorageFailure as exc:
-        _retry(self, exc, "storage_error")
-        return "failed"
-    except processing.JobBusy as exc:
-        raise self.retry(
-            countdown=min(exc.retry_in, BUSY_RETRY_MAX_SECONDS), max_retries=None
-        ) from exc
+    return _run_job(self, processing.bind_stored, job_id, name, model=model, pk=pk, field=field)
 
 
 @shared_task(name="async_image_save.make_thumbnails", **_TASK_OPTIONS)
