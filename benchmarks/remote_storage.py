@@ -1,6 +1,6 @@
 """Remote storage: upload-view time and page-render time (a benchmark, not a test).
 
-    .venv/bin/python benchmarks/remote_storage.py [--quick] [--db sqlite]
+    .venv/bin/python benchmarks/remote_storage.py [--quick] [--db sqlite] [--json PATH]
 
 Prints medians and ratios; asserts nothing. See benchmarks/README.rst.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.runmeta import finish, run_meta  # noqa: E402
+
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"ais-bench-rs-{RUN}:"  # every Redis key this run makes starts with it
 QUEUE = f"ais-bench-rs-{RUN}"  # the only queue this run publishes to
@@ -29,6 +32,7 @@ BUCKET = f"ais-bench-{RUN}"
 UPLOAD_VARIANTS = ("s3_sync", "queued", "save_image", "fs_sync")
 PAGE_VARIANTS = ("s3_records", "queued_cache", "queued_nocache", "s3_exists")
 PAGE_SIZE = 50
+PACKAGES = ("Django", "celery", "django-storages", "boto3", "moto", "psycopg", "redis")
 
 
 def pg_params() -> dict[str, str]:
@@ -330,15 +334,48 @@ def print_tables(size: int, uploads, pages, costs) -> None:
         print(f"{variant:<16}{med[variant]:>10.1f}{ratio:>15.2f}{requests:>13}{queries:>13}")
 
 
+def json_report(meta: dict, args, size: int, uploads, pages, costs) -> dict:
+    """What ``--json`` writes: run metadata, medians, ratios and the raw samples (ms)."""
+    up = {v: statistics.median(s) for v, s in uploads.items()}
+    pg = {v: statistics.median(s) for v, s in pages.items()}
+    return {
+        "meta": finish(meta),
+        "quick": args.quick,
+        "db": args.db,
+        "size": size,
+        "page_size": PAGE_SIZE,
+        "upload": {
+            v: {
+                "median_ms": round(up[v], 3),
+                "vs_s3_sync": round(up[v] / up["s3_sync"], 4),
+                "samples": [round(x, 3) for x in uploads[v]],
+            }
+            for v in UPLOAD_VARIANTS
+        },
+        "page": {
+            v: {
+                "median_ms": round(pg[v], 3),
+                "vs_s3_records": round(pg[v] / pg["s3_records"], 4),
+                "s3_requests": costs[v][0],
+                "sql_queries": costs[v][1],
+                "samples": [round(x, 3) for x in pages[v]],
+            }
+            for v in PAGE_VARIANTS
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--size", type=int, default=5 * 1024 * 1024, help="upload bytes (5 MiB)")
+    parser.add_argument("--json", metavar="PATH", help="also write metadata, medians and samples")
     parser.add_argument(
         "--redis-url", default=os.environ.get("AIS_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     args = parser.parse_args()
+    meta = run_meta(PACKAGES)
     import redis
 
     from tests.s3 import MotoServer
@@ -364,6 +401,9 @@ def main() -> None:
         uploads = bench_uploads(data, 5 if args.quick else 15, redis_client)
         pages, costs = bench_page(moto, 5 if args.quick else 20)
         print_tables(len(data), uploads, pages, costs)
+        if args.json:
+            report = json_report(meta, args, len(data), uploads, pages, costs)
+            Path(args.json).write_text(json.dumps(report, indent=1))
     finally:
         moto.stop()
         for key in redis_client.scan_iter(match=PREFIX + "*", count=1000):

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -30,6 +29,8 @@ from celery import Celery, shared_task
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.runmeta import finish, run_meta  # noqa: E402
+
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"ais-bench-{RUN}:"  # every Redis key this run makes starts with it
 QUEUE = f"ais-bench-{RUN}"  # the only queue/exchange this run declares
@@ -39,6 +40,7 @@ ITERATIONS = {"100KB": 25, "1MB": 25, "5MB": 15, "20MB": 8}
 QUICK_ITERATIONS = {"100KB": 7, "1MB": 7, "5MB": 5, "20MB": 3}
 VARIANTS = ("floor", "save_image", "apply_async", "fs_sync", "s3_sync")
 KINDS = ("memory", "tempfile")
+TARGETS = "save_image <= 1.5x floor at >= 1MB, <= floor + 2 ms below; at 5MB <= 1/3 of s3_sync"
 
 
 @shared_task(name="ais_bench.echo", ignore_result=True)
@@ -316,6 +318,24 @@ def print_table(broker: str, url: str, result: dict, sizes: dict[str, int], path
             print(fmt.format(*row, verdict(label, med)))
 
 
+def summarise(result: dict, paths: dict) -> dict:
+    """Medians, ratios and target verdicts per size and upload kind, as the table prints them."""
+    summary: dict = {}
+    for label, kinds in result.items():
+        for kind, samples in kinds.items():
+            med = {v: statistics.median(s) for v, s in samples.items()}
+            summary.setdefault(label, {})[kind] = {
+                "n": len(samples["floor"]),
+                "path": paths.get(f"{label}/{kind}", "?"),
+                "median_ms": {v: round(m, 4) for v, m in med.items()},
+                "si_floor": round(med["save_image"] / med["floor"], 4),
+                "si_apply": round(med["save_image"] / med["apply_async"], 4),
+                "si_s3": round(med["save_image"] / med["s3_sync"], 4),
+                "target": verdict(label, med),
+            }
+    return summary
+
+
 def profile(bench: Bench, data: bytes, calls: int = 20) -> None:
     """cProfile of ``calls`` save_image() calls with an in-memory upload."""
     import cProfile
@@ -330,23 +350,23 @@ def profile(bench: Bench, data: bytes, calls: int = 20) -> None:
         prof.disable()
         cleanup()
     bench.purge_queue()
-    pstats.Stats(prof).sort_stats(os.environ.get("AIS_PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("AIS_PROFILE_LINES", "35")))
+    pstats.Stats(prof).sort_stats(os.environ.get("AIS_PROFILE_SORT", "cumulative")).print_stats(
+        int(os.environ.get("AIS_PROFILE_LINES", "35"))
+    )
 
 
-def meta() -> dict[str, str]:
-    """Versions and machine, for the JSON dump."""
-    from importlib.metadata import version
-
+def meta() -> dict:
+    """Date, command line, versions and machine, for the JSON dump."""
     packages = ("Django", "celery", "kombu", "redis", "amqp", "psycopg", "msgpack", "moto")
-    info = {name: version(name) for name in packages}
-    info.update(python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count())
-    return info
+    return run_meta(packages)  # date, command line, versions, machine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--json", metavar="PATH", help="dump raw samples (ms) as JSON")
+    parser.add_argument(
+        "--json", metavar="PATH", help="dump run metadata, summary and raw samples (ms) as JSON"
+    )
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--brokers", default="redis,rabbitmq", help="comma-separated")
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated labels")
@@ -368,6 +388,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ais-bench-"))
     db_name = f"bench_ais_{RUN}" if args.db == "postgres" else None
     moto, report = None, {"run": RUN, "meta": meta(), "sizes": {}, "paths": {}, "samples": {}}
+    report.update(quick=args.quick, db=args.db, summary={})
     if db_name:
         pg_admin(f'CREATE DATABASE "{db_name}"')
     try:
@@ -391,15 +412,21 @@ def main() -> None:
                         kind: bench.run_cell(data, kind, label, iterations[label]) for kind in KINDS
                     }
                 report["paths"][broker] = bench.paths
+                report["summary"][broker] = summarise(result, bench.paths)
                 print_table(broker, urls[broker], result, report["sizes"], bench.paths)
             finally:
                 bench.delete_own_keys_and_queue()
                 bench.app.close()
-        print(
-            "\ntargets: save_image <= 1.5x floor at >= 1MB, <= floor + 2 ms below; "
-            "at 5MB <= 1/3 of s3_sync"
-        )
+        print(f"\ntargets: {TARGETS}")
         if args.json:
+            finish(report["meta"])
+            report["iterations"] = {label: iterations[label] for label in labels}
+            report["targets"] = TARGETS
+            for by_size in report["samples"].values():  # microsecond resolution is plenty
+                for by_kind in by_size.values():
+                    for samples in by_kind.values():
+                        for variant, values in samples.items():
+                            samples[variant] = [round(x, 3) for x in values]
             Path(args.json).write_text(json.dumps(report, indent=1))
     finally:
         if moto is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from runmeta import finish, run_meta  # noqa: E402
 from thumbs.inputs import BY_NAME, INPUTS, ensure_inputs  # noqa: E402
 from thumbs.worker import ENGINES  # noqa: E402
 
@@ -214,6 +215,9 @@ def main(argv=None) -> None:
         "--quick", action="store_true", help="1 round of 2 timed runs (default: 3 rounds of 5)"
     )
     parser.add_argument("--json", type=Path, help="also write summary and raw samples here")
+    parser.add_argument(
+        "--no-raw", action="store_true", help="with --json: summary only, no per-run samples"
+    )
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--runs", type=int, help="timed runs per process")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per process")
@@ -246,6 +250,7 @@ def main(argv=None) -> None:
     engines = [e for e in ENGINES if e in args.engines.split(",") or e in (OURS, BASELINE)]
     inputs = [n for n in BY_NAME if n in args.inputs.split(",")]
 
+    meta = run_meta(PACKAGES)
     scratch = None
     if args.input_dir is None:
         scratch = Path(tempfile.mkdtemp(prefix="ais-thumbs-inputs-"))
@@ -267,7 +272,14 @@ def main(argv=None) -> None:
                         file=sys.stderr,
                     )
         input_facts = {
-            n: {"bytes": paths[n].stat().st_size, "megapixels": BY_NAME[n].megapixels}
+            n: {
+                "bytes": paths[n].stat().st_size,
+                "megapixels": BY_NAME[n].megapixels,
+                "label": BY_NAME[n].label,
+                "width": BY_NAME[n].width,
+                "height": BY_NAME[n].height,
+                "format": BY_NAME[n].format,
+            }
             for n in inputs
         }
     finally:
@@ -281,10 +293,14 @@ def main(argv=None) -> None:
         "warmup": args.warmup,
         "elapsed_s": time.time() - started,
         "environment": environment(),
+        "meta": finish(meta),
+        "quick": args.quick,
+        "memory_target": MEMORY_TARGET,
         "inputs": input_facts,
         "summary": summary,
-        "raw": records,
     }
+    if not args.no_raw:
+        result["raw"] = records
     print_header(result)
     print_tables(summary, engines)
     if args.json:
