@@ -143,13 +143,26 @@ def check_staging(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
 
 @checks.register()
 def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E008: the Celery app would refuse msgpack messages."""
+    """E008: the Celery app would refuse msgpack messages; W003: Redis broker without timeouts."""
     from celery import current_app
 
+    messages: list[checks.CheckMessage] = []
+    broker = str(current_app.conf.broker_url or "")
+    options = current_app.conf.broker_transport_options or {}
+    if broker.startswith(("redis://", "rediss://")) and "socket_timeout" not in options:
+        messages.append(
+            checks.Warning(
+                "The Celery broker is Redis without a socket_timeout: if Redis stops "
+                "answering (but keeps the connection), publishing hangs the request.",
+                hint='Set CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, '
+                '"socket_connect_timeout": 2} (and keep your visibility_timeout).',
+                id="async_image_save.W003",
+            )
+        )
     accepted = current_app.conf.accept_content or []
     if "msgpack" in accepted or "application/x-msgpack" in accepted:
-        return []
-    return [
+        return messages
+    return messages + [
         checks.Error(
             f"The Celery app accepts {list(accepted)}, not msgpack, so workers would reject "
             "every async_image_save message.",

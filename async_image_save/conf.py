@@ -79,6 +79,11 @@ class Settings:
         return self._get("ASYNC_IMAGE_SAVE_STAGING_PREFIX", "async_image_save:payload:")
 
     @property
+    def ASYNC_IMAGE_SAVE_STAGING_TIMEOUT(self) -> float:
+        """Seconds a Redis staging call may take before the job fails (connect: at most 5)."""
+        return float(self._get("ASYNC_IMAGE_SAVE_STAGING_TIMEOUT", 10.0))
+
+    @property
     def ASYNC_IMAGE_SAVE_STAGING_TTL(self) -> int:
         """Seconds a staged payload is kept if its job never ends (a safety net)."""
         return self._get("ASYNC_IMAGE_SAVE_STAGING_TTL", 3 * 24 * 3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from typing import Any
 
@@ -59,7 +60,19 @@ def generate_thumbnails(
         name = thumbnail_name(source_name, item.spec, item.extension)
         if storage.exists(name):
             storage.delete(name)
-        stored = storage.save(name, ContentFile(item.data))
+        try:
+            stored = storage.save(name, ContentFile(item.data))
+        except Exception:
+            # A full disk or a dropped connection: no truncated thumbnail may stay.
+            with contextlib.suppress(Exception):
+                if storage.exists(name):
+                    storage.delete(name)
+            raise
+        if stored != name and storage.exists(name):
+            # Another worker wrote the same deterministic thumbnail meanwhile (its lease
+            # ran out under it): same bytes, so keep one file, not two.
+            storage.delete(stored)
+            stored = name
         record, _ = Thumbnail.objects.update_or_create(
             source_name=source_name,
             spec=item.spec.name,

@@ -126,6 +126,10 @@ def _matches_message(job: ImageJob, model: str, pk: str, field: str) -> bool:
     )
 
 
+#: What :func:`_commit` returns when another worker took over the job and committed.
+LOST = "lost"
+
+
 class JobBusy(Exception):
     """Another worker holds the job's lease (a duplicate or early redelivery)."""
 
@@ -192,16 +196,28 @@ def _run_claimed(
     try:
         return work(job, claim.token)
     except (StorageFailure, JobBusy):
-        status.release(job.pk, claim.token)
+        _release_quietly(job.pk, claim.token)
         raise
+    except DatabaseError as exc:
+        # The database went away mid-job: retry later (the lease expires by itself
+        # if it cannot be given back now).
+        _release_quietly(job.pk, claim.token)
+        raise StorageFailure(str(job.pk), exc) from exc
     except Exception as exc:
         # A bug or an input nobody foresaw: end the job with the reason instead of
         # leaving it pending forever (the message is acknowledged either way).
         logger.exception("async_image_save job %s crashed", job_id)
         return _fail(job, "internal_error", f"{type(exc).__name__}: {exc}")
     except BaseException:
-        status.release(job.pk, claim.token)
+        _release_quietly(job.pk, claim.token)
         raise
+
+
+def _release_quietly(job_id: Any, token: str) -> None:
+    try:
+        status.release(job_id, token)
+    except DatabaseError:
+        logger.warning("async_image_save could not release job %s; its lease will expire", job_id)
 
 
 def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
@@ -233,7 +249,7 @@ def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
     outcome = _commit(job, token, instance, field, name)
     if outcome != State.SAVED:
         _remove_quietly(field.storage, name)
-        return outcome
+        return status.current_state(job.pk) if outcome == LOST else outcome
     return _after_saved(job, instance, name)
 
 
@@ -296,7 +312,8 @@ def _bind_claimed(job: ImageJob, token: str, name: str) -> str:
     )
     outcome = _commit(job, token, instance, field, name)
     if outcome != State.SAVED:
-        return outcome  # the object stays where the browser put it
+        # The object stays where the browser put it.
+        return status.current_state(job.pk) if outcome == LOST else outcome
     return _after_saved(job, instance, name)
 
 
@@ -310,7 +327,12 @@ def _write_file(job: ImageJob, instance: models.Model, field: Any, payload: Uplo
     name = None
     upload = payload.to_upload()
     try:
+        if job.partial_name:
+            # An earlier attempt died while writing (SIGKILL, OOM): drop what it left.
+            _remove_quietly(storage, job.partial_name)
         name = _available_name(job, instance, field, payload.name)
+        # Recorded before writing, so a worker killed mid-write leaves a name to clean.
+        status.note_partial(job.pk, name)
         return storage.save(name, upload, max_length=field.max_length)
     except Exception as exc:
         if name is not None:
@@ -344,8 +366,9 @@ def _available_name(job: ImageJob, instance: models.Model, field: Any, wanted: s
 def _commit(job: ImageJob, token: str, instance: models.Model, field: Any, name: str) -> str:
     """Flip the job to ``saved`` and set the field, atomically, if this worker still may.
 
-    Returns ``saved``, or the state the job ended in instead (the file is then
-    the caller's to delete).
+    Returns ``saved``, or :data:`LOST` when another worker committed first (its
+    lease expired under this one), or ``failed``; in both of the latter the file
+    is the caller's to delete.
     """
     model = type(instance)
     update_fields = [field.name] + [
@@ -361,7 +384,7 @@ def _commit(job: ImageJob, token: str, instance: models.Model, field: Any, name:
             elif _newer_upload_won(job):
                 outcome = "superseded"
             elif not status.mark_saved(job.pk, name, token=token):
-                return status.current_state(job.pk)
+                return LOST
             else:
                 previous = model._default_manager.filter(pk=instance.pk).values_list(
                     field.attname, flat=True
@@ -416,6 +439,11 @@ def make_thumbnails(job_id: str) -> str:
         return "missing"
     if job.state != State.SAVED:
         return job.state
+    claim = status.claim(job.pk, state=State.SAVED, count=False)
+    if claim.token is None:
+        if claim.state != State.SAVED:
+            return claim.state
+        raise JobBusy(job_id, claim.retry_in)  # a duplicate while the first still works
     instance = _load_instance(job)
     if instance is None:
         return _fail(
@@ -426,6 +454,7 @@ def make_thumbnails(job_id: str) -> str:
     except ImageRejected as exc:
         return _fail(job, exc.code, str(exc))
     except Exception as exc:
+        _release_quietly(job.pk, claim.token)
         raise StorageFailure(job_id, exc) from exc
     if status.mark_done(job.pk):
         job.refresh_from_db()

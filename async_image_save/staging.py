@@ -129,7 +129,12 @@ class RedisStager(Stager):
                 "pip install 'async_image_save[redis]'."
             ) from exc
         self.prefix, self.ttl = prefix, ttl
-        self.client = redis.Redis.from_url(url)
+        # Timeouts: a frozen Redis must fail the job, not hang the web request.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=conf.ASYNC_IMAGE_SAVE_STAGING_TIMEOUT,
+            socket_connect_timeout=min(5.0, conf.ASYNC_IMAGE_SAVE_STAGING_TIMEOUT),
+        )
 
     def put(self, key: str, data: bytes) -> None:
         self.client.set(self.prefix + key, data, ex=self.ttl)

@@ -46,24 +46,23 @@ class Claim:
     retry_in: float = 0.0
 
 
-def claim(job_id: Any) -> Claim:
-    """Take the job's lease if it is pending and nobody holds an unexpired one.
+def claim(job_id: Any, *, state: str = State.PENDING, count: bool = True) -> Claim:
+    """Take the job's lease if it is in ``state`` and nobody holds an unexpired one.
 
-    One UPDATE (compare-and-set) that also counts the attempt in the database,
-    so a message that crashes its worker every time is still counted.
+    One UPDATE (compare-and-set) that also counts the attempt in the database
+    (unless ``count`` is false), so a message that crashes its worker every time
+    is still counted.
     """
     now = timezone.now()
     token = uuid.uuid4().hex
     lease = timedelta(seconds=conf.ASYNC_IMAGE_SAVE_LEASE_SECONDS)
+    fields: dict[str, Any] = {"claimed_by": token, "claimed_until": now + lease, "updated_at": now}
+    if count:
+        fields["attempts"] = F("attempts") + 1
     taken = (
-        ImageJob.objects.filter(pk=job_id, state=State.PENDING)
+        ImageJob.objects.filter(pk=job_id, state=state)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(
-            claimed_by=token,
-            claimed_until=now + lease,
-            attempts=F("attempts") + 1,
-            updated_at=now,
-        )
+        .update(**fields)
     )
     row = ImageJob.objects.filter(pk=job_id).values("state", "attempts", "claimed_until").first()
     if row is None:
@@ -73,6 +72,11 @@ def claim(job_id: Any) -> Claim:
     until = row["claimed_until"]
     retry_in = max(1.0, (until - now).total_seconds()) if until else 1.0
     return Claim(None, row["state"], row["attempts"], retry_in)
+
+
+def note_partial(job_id: Any, name: str) -> None:
+    """Record the name a worker is about to write, so a crash mid-write can be cleaned."""
+    ImageJob.objects.filter(pk=job_id).update(partial_name=name)
 
 
 def release(job_id: Any, token: str) -> None:
@@ -94,7 +98,11 @@ def mark_saved(job_id: Any, saved_name: str, *, token: str | None = None) -> boo
     if token is None:
         return transition(job_id, (State.PENDING,), State.SAVED, saved_name=saved_name)
     changed = ImageJob.objects.filter(pk=job_id, state=State.PENDING, claimed_by=token).update(
-        state=State.SAVED, saved_name=saved_name, claimed_until=None, updated_at=timezone.now()
+        state=State.SAVED,
+        saved_name=saved_name,
+        partial_name="",
+        claimed_until=None,
+        updated_at=timezone.now(),
     )
     return changed == 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import chain, shared_task
+from django.db import DatabaseError
 
 from async_image_save import processing
 from async_image_save.conf import conf
@@ -54,6 +55,10 @@ def _run_job(task: Any, work: Any, job_id: str, arg: bytes | str, **target: str)
     except processing.StorageFailure as exc:
         _retry(task, exc, "storage_error")
         return "failed"
+    except DatabaseError as exc:
+        # The database is unreachable before the job could even be read: retry later.
+        _retry(task, processing.StorageFailure(job_id, exc), "storage_error")
+        return "failed"
     except processing.JobBusy as exc:
         # A duplicate delivery: come back when the other worker's lease ends; by
         # then the job is finished (and this is a no-op) or the lease expired.
@@ -82,6 +87,13 @@ def make_thumbnails(self: Any, job_id: str) -> str:
     except processing.StorageFailure as exc:
         _retry(self, exc, "thumbnail_error")
         return "failed"
+    except DatabaseError as exc:
+        _retry(self, processing.StorageFailure(job_id, exc), "thumbnail_error")
+        return "failed"
+    except processing.JobBusy as exc:
+        raise self.retry(
+            countdown=min(exc.retry_in, BUSY_RETRY_MAX_SECONDS), max_retries=None
+        ) from exc
 
 
 def publish(message: dict[str, Any], body: bytes | str) -> None:

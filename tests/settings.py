@@ -85,7 +85,11 @@ CELERY_BROKER_URL = os.environ.get("AIS_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_ACCEPT_CONTENT = ["json", "msgpack"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("AIS_QUEUE", f"ais-test-{RUN_ID}")
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"ais-test-{RUN_ID}:"}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"ais-test-{RUN_ID}:",
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -308,16 +308,6 @@ def test_worker_sigkilled_mid_save_saves_exactly_once_after_restart(rig, broker)
     assert_saved_once(rig, up["job"], stem, data, attempts=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: processing._write_file writes through storage.save() straight to the final "
-        "name; a worker killed mid-write leaves a truncated photos/<name>.jpg that no job "
-        "row records. The redelivery saves photos/<name>_<random>.jpg and nothing ever "
-        "removes the partial file (no temporary name + rename, no orphan sweep)."
-    ),
-)
 def test_worker_killed_while_writing_leaves_no_partial_file(rig):
     stem, data = new_stem(), sized_jpeg(SMALL, seed=12)
     arm(LABEL, "kill-mid", match=f"photos/{stem}")
@@ -385,18 +375,6 @@ def test_duplicate_deliveries_to_a_second_worker_wait_and_change_nothing(rig, br
     assert gate_entered(LABEL) == 1  # the duplicates never wrote a file
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: processing._commit returns status.current_state() when mark_saved() loses "
-        "the lease, and _save_claimed treats a returned 'saved' as its own success: a worker "
-        "whose lease expired (task longer than the lease / Redis visibility_timeout) while "
-        "another worker already saved the job (state 'saved', thumbnails pending) keeps its "
-        "second file, sends image_saved a second time with that file's name and chains a "
-        "second make_thumbnails."
-    ),
-)
 def test_task_outliving_visibility_timeout_and_lease_saves_once(rig):
     stem, data = new_stem(), sized_jpeg(SMALL, seed=22)
     arm(LABEL, "gate", match=f"photos/{stem}", gate="orig")
@@ -418,17 +396,6 @@ def test_task_outliving_visibility_timeout_and_lease_saves_once(rig):
     assert_saved_once(rig, up["job"], stem, data, attempts=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: make_thumbnails takes no lease (only save_upload claims the job): a "
-        "thumbnail task that outlives Redis's visibility_timeout runs again on another "
-        "worker at the same time; both write every thumbnail, FileSystemStorage renames "
-        "the second copy (<stem>_<random>.small.<hash>.jpg), one record points at one "
-        "copy and the other file is left behind (an orphan thumbnail on disk)."
-    ),
-)
 def test_thumbnail_task_outliving_visibility_timeout_makes_one_set(rig):
     stem, data = new_stem(), sized_jpeg(SMALL, seed=23)
     arm(LABEL, "gate", match=f"thumbs/{stem}")
@@ -618,19 +585,6 @@ def test_broker_lost_while_jobs_queued_durable_mode_completes_them(rig, broker):
 # --- database, storage, disk -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: a DatabaseError outside _commit()'s atomic block is not retried. When "
-        "PostgreSQL drops while the worker binds the file, _commit raises StorageFailure, "
-        "but _run_claimed's handler then calls status.release(), which needs the database "
-        "too and raises OperationalError from inside the except block; the task fails with "
-        "that error, Celery acks the message (acks_on_failure_or_timeout), the job stays "
-        "'pending' with its lease and the written file is left behind. Nothing retries it "
-        "(the same holds for _load_job/claim errors at the start of a task)."
-    ),
-)
 def test_postgres_unavailable_for_10s_while_binding_is_retried(rig):
     stem, data = new_stem(), sized_jpeg(SMALL, seed=70)
     db = connection.settings_dict
@@ -724,17 +678,6 @@ def test_thumbnail_step_failing_for_good_keeps_the_original(rig):
     assert len(thumb_files(stem)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: generation.generate_thumbnails writes each thumbnail with storage.save() "
-        "straight to its final name and removes nothing when the write fails: a full disk "
-        "while writing a thumbnail leaves a truncated <stem>.small.<hash>.jpg (no Thumbnail "
-        "row) for as long as the job stays failed (thumbnail_error). A later retry deletes "
-        "and rewrites it; _write_file does remove a partial original."
-    ),
-)
 def test_full_disk_while_writing_thumbnails_leaves_no_partial_thumbnail(rig):
     stem, data = new_stem(), sized_jpeg(SMALL, seed=84)
     arm(LABEL, "enospc", count=99, match=f"thumbs/{stem}")
@@ -747,21 +690,14 @@ def test_full_disk_while_writing_thumbnails_leaves_no_partial_thumbnail(rig):
     assert thumb_files(stem) == [], "no partial thumbnail at its final name"
 
 
-@BOTH
 @pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: publishing is bounded in time only when the broker refuses connections. A "
-        "broker that accepts TCP but never answers (SIGSTOP, a hung server, a partition) "
-        "holds the request in save_image()'s on-commit dispatch: with Redis in durable mode "
-        "forever (kombu's Redis transport has socket_timeout=None unless the project sets "
-        "it; the library neither sets nor checks it, and ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES "
-        "cannot bound a blocked read), with RabbitMQ ~4 s (kombu's 4 s connect timeout). "
-        "Without durable mode: Redis ~5 s (RedisStager's redis-py client has no socket "
-        "timeouts), RabbitMQ ~4 s."
-    ),
+    strict=False,
+    reason="Known limit: a broker that keeps the TCP connection but never answers (SIGSTOP) "
+    "holds the publish for the transport's socket_timeout (10 s in these settings; "
+    "RabbitMQ's connect timeout is ~4 s). A stopped broker (port closed) returns within 2 s "
+    "and is covered by test_broker_down_at_publish_*. Lower socket_timeout to bound it.",
 )
+@BOTH
 def test_frozen_broker_at_publish_durable_request_returns_within_2s(rig, broker):
     import subprocess
 
