@@ -33,7 +33,15 @@ from django import forms
 from PIL import Image
 
 from tests.conftest import FILES, ROOT, SERVICES_REQUIRED, port_open
-from tests.test_demo import demo_env, free_port, manage, start, stop, wait_until
+from tests.test_demo import (
+    demo_env,
+    demo_worker_command,
+    free_port,
+    manage,
+    start,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -137,22 +145,7 @@ def demo_site(tmp_path_factory) -> Iterator[DemoSite]:
         server_log,
     )
     worker = start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "demo_site",
-            "worker",
-            "--pool=solo",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"demo-browser-{uuid.uuid4().hex[:8]}@%h",
-        ],
+        demo_worker_command("demo-browser"),
         env,
         worker_log,
     )

@@ -30,6 +30,26 @@ from tests.conftest import FILES, ROOT
 DEMO = ROOT / "demo"
 
 
+def demo_worker_command(prefix: str) -> list[str]:
+    """``celery worker`` for the demo project (solo pool, quiet, unique node name)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "demo_site",
+        "worker",
+        "--pool=solo",
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"{prefix}-{uuid.uuid4().hex[:8]}@%h",
+    ]
+
+
 def demo_env(var_dir: Path) -> dict[str, str]:
     """The embedded default: SQLite, filesystem:// broker and media, all under ``var_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "AIS_"))}
@@ -250,22 +270,7 @@ def test_demo_upload_end_to_end(tmp_path):
         assert refused["errors"]["image"][0]["code"] == "invalid_image"
 
         worker = start(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "demo_site",
-                "worker",
-                "--pool=solo",
-                "-l",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"demo-test-{uuid.uuid4().hex[:8]}@%h",
-            ],
+            demo_worker_command("demo-test"),
             env,
             worker_log,
         )
