@@ -47,12 +47,16 @@ def resolve_field_name(instance: models.Model, field_name: str | None) -> str:
     return field_name
 
 
-def _check_arguments(upload: Any, instance: Any, thumbnails: Any, queue: Any, user: Any) -> None:
+def _check_upload(upload: Any) -> None:
     if not isinstance(upload, File):
         raise InvalidUpload(
             f"save_image() needs a Django File or UploadedFile (e.g. form.cleaned_data['photo']), "
             f"got {type(upload).__name__}."
         )
+
+
+def _check_target(instance: Any, thumbnails: Any, queue: Any, user: Any) -> None:
+    """Checks shared by save_image() and process_stored()."""
     if not isinstance(instance, models.Model):
         raise InvalidUpload(
             "save_image() needs a model instance as its second argument, "
@@ -90,7 +94,8 @@ def save_image(
     is ``pending``. If the broker cannot be reached at commit, the job is marked
     ``failed`` with code ``broker_unreachable`` and the error is logged.
     """
-    _check_arguments(upload, instance, thumbnails, queue, user)
+    _check_upload(upload)
+    _check_target(instance, thumbnails, queue, user)
     field_name = resolve_field_name(instance, field_name)
     payload = UploadPayload.from_upload(upload)
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
@@ -193,10 +198,6 @@ def dispatch(
 
 def check_stored_name(name: Any) -> str:
     """Validate a storage name given to :func:`process_stored` (also re-run by the worker)."""
-    return _check_stored_name(name)
-
-
-def _check_stored_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"process_stored() needs the stored file's name (a str), got {name!r}.")
     parts = name.replace("\\", "/").split("/")
@@ -225,10 +226,9 @@ def process_stored(
     its size and sha256, and only then sets the field (same job states and
     signals as :func:`save_image`).
     """
-    from django.core.files.base import ContentFile
 
-    name = _check_stored_name(name)
-    _check_arguments(ContentFile(b"", name="x"), instance, thumbnails, queue, user)
+    name = check_stored_name(name)
+    _check_target(instance, thumbnails, queue, user)
     field_name = resolve_field_name(instance, field_name)
     owner = user if user is not None and user.is_authenticated else None
     job = ImageJob.objects.create(
