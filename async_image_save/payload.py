@@ -9,6 +9,10 @@ Only the small metadata header goes through the codec; the file bytes are
 appended raw. That keeps encoding to one copy of the data and lets decoding
 slice the frame without copying. The version byte selects the decoder, so
 frames queued before an upgrade still decode after it.
+
+The header's ``sha256`` is None in a frame that ``save_image()`` staged while
+it was still hashing the bytes; the worker then checks the bytes against the
+job's sha256, which is in the database before the task is sent.
 """
 
 from __future__ import annotations
@@ -146,29 +150,36 @@ class UploadPayload:
     content_type: str | None
     charset: str | None
     size: int
-    sha256: str
+    #: None only in a frame staged before its hash was known (see ``saving.py``).
+    sha256: str | None
     data: bytes | bytearray | memoryview = field(repr=False)
     content_type_extra: dict[str, Any] | None = None
 
     @classmethod
-    def from_upload(cls, upload: File, *, max_bytes: int | None = None) -> UploadPayload:
+    def from_upload(
+        cls, upload: File, *, max_bytes: int | None = None, compute_sha256: bool = True
+    ) -> UploadPayload:
         """Read ``upload`` once, in chunks, hashing as it reads.
 
-        Raises :class:`UploadTooLarge` before reading when the declared size is
-        over ``max_bytes`` (default ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES``), and
-        while reading if the file turns out larger than it said.
+        With ``compute_sha256=False`` the bytes are read but not hashed
+        (``sha256`` is None): :func:`async_image_save.save_image` hashes a large
+        upload while another thread stages it. Raises :class:`UploadTooLarge`
+        before reading when the declared size is over ``max_bytes`` (default
+        ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES``), and while reading if the file turns
+        out larger than it said.
         """
         limit = conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
         declared = upload.size
         if declared is not None and declared > limit:
             raise _too_large(upload.name, declared, limit)
-        data, digest = _read_hashed(upload, declared, limit)
+        digest_state = hashlib.sha256() if compute_sha256 else None
+        data = _read_hashed(upload, declared, limit, digest_state)
         return cls(
             name=sanitize_name(upload.name),
             content_type=getattr(upload, "content_type", None),
             charset=getattr(upload, "charset", None),
             size=len(data),
-            sha256=digest,
+            sha256=digest_state.hexdigest() if digest_state is not None else None,
             data=data,
             content_type_extra=getattr(upload, "content_type_extra", None) or None,
         )
@@ -198,7 +209,13 @@ class UploadPayload:
         return prefix + header, self.data
 
     def verify(self, expected_sha256: str | None = None) -> None:
-        """Check the bytes against the header's sha256 (and ``expected_sha256`` if given)."""
+        """Check the bytes against the header's sha256 and ``expected_sha256`` (the job's).
+
+        At least one of the two must be known: a frame without a checksum is
+        only accepted with the job's.
+        """
+        if self.sha256 is None and expected_sha256 is None:
+            raise ChecksumMismatch("The payload carries no sha256 and none was expected.")
         actual = hashlib.sha256(self.data).hexdigest()
         for label, wanted in (("payload header", self.sha256), ("job", expected_sha256)):
             if wanted is not None and actual != wanted:
@@ -292,8 +309,8 @@ def _validate_header(header: Any, data_len: int, limit: int) -> dict[str, Any]:
             f"Payload of {size} bytes exceeds ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES ({limit}).",
             code="too_large",
         )
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise PayloadDecodeError("Payload sha256 is not a 64-character hex string.")
+    if digest is not None and (not isinstance(digest, str) or len(digest) != 64):
+        raise PayloadDecodeError("Payload sha256 is not a 64-character hex string or None.")
     if not isinstance(header["name"], str):
         raise PayloadDecodeError("Payload name is not a string.")
     for key in ("content_type", "charset"):
@@ -387,9 +404,8 @@ def _too_large(name: str | None, size: int, limit: int) -> UploadTooLarge:
     )
 
 
-def _read_hashed(upload: File, declared: int | None, limit: int) -> tuple[bytes, str]:
-    """Read the whole file once; hash each chunk as it arrives."""
-    digest = hashlib.sha256()
+def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) -> Any:
+    """Read the whole file once; hash each chunk as it arrives (unless ``digest`` is None)."""
     if upload.closed:
         upload.open("rb")
     if upload.seekable() if hasattr(upload, "seekable") else True:
@@ -400,10 +416,11 @@ def _read_hashed(upload: File, declared: int | None, limit: int) -> tuple[bytes,
         data = raw.getvalue()
         if len(data) > limit:
             raise _too_large(upload.name, len(data), limit)
-        view = memoryview(data)
-        for start in range(0, len(data), READ_CHUNK):
-            digest.update(view[start : start + READ_CHUNK])
-        return data, digest.hexdigest()
+        if digest is not None:
+            view = memoryview(data)
+            for start in range(0, len(data), READ_CHUNK):
+                digest.update(view[start : start + READ_CHUNK])
+        return data
     readinto = getattr(raw, "readinto", None)
     if declared is not None and readinto is not None:
         return _readinto_hashed(upload.name, raw, declared, limit, digest)
@@ -415,15 +432,15 @@ def _read_hashed(upload: File, declared: int | None, limit: int) -> tuple[bytes,
         total += len(chunk)
         if total > limit:
             raise _too_large(upload.name, total, limit)
-        digest.update(chunk)
+        if digest is not None:
+            digest.update(chunk)
         parts.append(chunk)
-    data = parts[0] if len(parts) == 1 else b"".join(parts)
-    return data, digest.hexdigest()
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _readinto_hashed(
     name: str | None, raw: Any, declared: int, limit: int, digest: Any
-) -> tuple[bytearray, str]:
+) -> bytearray:
     """Read straight into one buffer of the declared size: one copy, whatever the file size."""
     buf = bytearray(declared)
     view = memoryview(buf)
@@ -432,7 +449,8 @@ def _readinto_hashed(
         n = raw.readinto(view[filled : filled + READ_CHUNK])
         if not n:
             break
-        digest.update(view[filled : filled + n])
+        if digest is not None:
+            digest.update(view[filled : filled + n])
         filled += n
     view.release()
     del buf[filled:]
@@ -442,6 +460,7 @@ def _readinto_hashed(
             break
         if len(buf) + len(chunk) > limit:
             raise _too_large(name, len(buf) + len(chunk), limit)
-        digest.update(chunk)
+        if digest is not None:
+            digest.update(chunk)
         buf += chunk
-    return buf, digest.hexdigest()
+    return buf

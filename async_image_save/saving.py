@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import uuid
+from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -11,7 +15,7 @@ from django.core.files import File
 from django.db import models, router, transaction
 from django.utils import timezone
 
-from async_image_save import status
+from async_image_save import background, status
 from async_image_save.conf import conf
 from async_image_save.exceptions import InvalidUpload
 from async_image_save.models import ImageJob
@@ -19,6 +23,8 @@ from async_image_save.payload import UploadPayload
 from async_image_save.staging import get_stager, inline_max_bytes
 
 logger = logging.getLogger("async_image_save")
+#: Smaller uploads are staged after hashing: handing them to a thread costs more.
+OVERLAP_MIN_BYTES = 256 * 1024
 
 
 def file_field_names(model: type[models.Model]) -> list[str]:
@@ -97,15 +103,64 @@ def save_image(
     _check_upload(upload)
     _check_target(instance, thumbnails, queue, user)
     field_name = resolve_field_name(instance, field_name)
-    payload = UploadPayload.from_upload(upload)
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
-    head, data = payload.encode_parts(codec)
+    using = router.db_for_write(ImageJob)
+    unhashed = UploadPayload.from_upload(upload, compute_sha256=False)
+    head, data = unhashed.encode_parts(codec)
     job_id = uuid.uuid4()
     durable = conf.ASYNC_IMAGE_SAVE_DURABLE
-    staged = durable or len(head) + len(data) > inline_max_bytes()
+    # +64: the hex sha256 that an inline frame's header carries.
+    staged = durable or len(head) + len(data) + 64 > inline_max_bytes()
     stager = get_stager() if staged else None
+    staging: Future[None] | None = None
+    if (
+        stager is not None
+        and not stager.transactional
+        and len(data) >= OVERLAP_MIN_BYTES
+        and not transaction.get_connection(using).in_atomic_block
+    ):
+        # Outside a transaction the job commits before save_image() returns, so the
+        # bytes can be staged now, on another thread, while this one hashes them and
+        # inserts the job. The staged frame has no sha256; the worker checks the bytes
+        # against the job's. Inside a transaction nothing leaves before commit.
+        staging = background.submit(stager.put_parts, job_id.hex, (head, data))
+    try:
+        payload = replace(unhashed, sha256=hashlib.sha256(data).hexdigest())
+        job = _create_job(
+            job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue
+        )
+    except BaseException:
+        if staging is not None:  # no job will ever read it
+            with contextlib.suppress(Exception):
+                staging.result()
+                stager.delete(job_id.hex)  # type: ignore[union-attr]
+        raise
+    message = job_message(job, instance._meta.label)
+    frame: Any = None
+    if staging is None:
+        head, data = payload.encode_parts(codec)
+        if stager is not None and stager.transactional:
+            # The outbox: the payload commits or rolls back with the job row.
+            stager.put_parts(job_id.hex, (head, data))
+        else:
+            frame = (head, data) if staged else b"".join((head, data))
+    transaction.on_commit(lambda: dispatch(message, frame, stager, job, staging), using=using)
+    return job
+
+
+def _create_job(
+    job_id: uuid.UUID,
+    payload: UploadPayload,
+    instance: models.Model,
+    field_name: str,
+    user: Any,
+    codec: str,
+    stager: Any,
+    thumbnails: bool,
+    queue: str | None,
+) -> ImageJob:
     owner = user if user is not None and user.is_authenticated else None
-    job = ImageJob.objects.create(
+    return ImageJob.objects.create(
         id=job_id,
         content_type=ContentType.objects.get_for_model(type(instance)),
         object_id=str(instance.pk),
@@ -120,16 +175,6 @@ def save_image(
         queue=queue or conf.ASYNC_IMAGE_SAVE_QUEUE or "",
         task_id=str(uuid.uuid4()),
     )
-    message = job_message(job, instance._meta.label)
-    if stager is not None and stager.transactional:
-        # The outbox: the payload commits or rolls back with the job row.
-        stager.put_parts(job_id.hex, (head, data))
-        frame: Any = None
-    else:
-        frame = (head, data) if staged else b"".join((head, data))
-    using = router.db_for_write(ImageJob)
-    transaction.on_commit(lambda: dispatch(message, frame, stager, job), using=using)
-    return job
 
 
 def job_message(job: ImageJob, model_label: str | None = None) -> dict[str, Any]:
@@ -150,15 +195,19 @@ def dispatch(
     frame: bytes | tuple[bytes, bytes | bytearray | memoryview] | None,
     stager: Any,
     job: ImageJob | None = None,
+    staging: Future[None] | None = None,
 ) -> None:
     """Stage the payload if needed and publish the task chain; on failure, fail the job.
 
     Runs after commit, so the worker always finds the committed job row.
+    ``staging`` is a staging write already under way (it is waited for first).
     """
     from async_image_save.tasks import publish  # tasks imports Celery; keep it lazy
 
     job_id = message["job_id"]
     try:
+        if staging is not None:
+            staging.result()
         if stager is not None:
             if frame is not None:
                 stager.put_parts(job_id, frame if isinstance(frame, tuple) else (frame,))

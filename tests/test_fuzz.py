@@ -93,7 +93,8 @@ def check_decode(frame: bytes, max_bytes: int = MAX_BYTES) -> UploadPayload | No
         assert value is None or isinstance(value, str)
     assert type(payload.size) is int
     assert payload.size == len(payload.data) <= max_bytes
-    assert isinstance(payload.sha256, str) and len(payload.sha256) == 64
+    # None: a frame staged before its hash was known (the worker checks the job's).
+    assert payload.sha256 is None or len(payload.sha256) == 64
     extra = payload.content_type_extra
     assert extra is None or (isinstance(extra, dict) and all(isinstance(k, str) for k in extra))
     with contextlib.suppress(ChecksumMismatch):

@@ -571,6 +571,24 @@ def test_verify_wrong_expected_sha():
         payload.verify("0" * 64)
 
 
+def test_unhashed_payload_round_trips_with_no_sha256():
+    upload = SimpleUploadedFile("a.jpg", b"bytes staged before hashing", "image/jpeg")
+    payload = UploadPayload.from_upload(upload, compute_sha256=False)
+    assert payload.sha256 is None
+    decoded = decode(payload.encode("msgpack"))
+    assert decoded.sha256 is None
+    assert bytes(decoded.data) == b"bytes staged before hashing"
+    decoded.verify(sha(b"bytes staged before hashing"))  # checked against the job's
+    with pytest.raises(ChecksumMismatch, match="job"):
+        decoded.verify(sha(b"something else"))
+
+
+def test_verify_refuses_a_payload_with_nothing_to_check_against():
+    payload = dataclasses.replace(make_payload(), sha256=None)
+    with pytest.raises(ChecksumMismatch, match="no sha256"):
+        payload.verify()
+
+
 # ---------------------------------------------------------------------------
 # to_upload
 # ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 
 from async_image_save import save_image
-from async_image_save.exceptions import InvalidUpload, UploadTooLarge
+from async_image_save.exceptions import ChecksumMismatch, InvalidUpload, UploadTooLarge
 from async_image_save.models import ImageJob
 from async_image_save.payload import decode
 from async_image_save.signals import image_failed
@@ -470,3 +470,84 @@ def test_returns_pending_job_with_uuid(publish):
     assert isinstance(job.id, uuid.UUID)
     assert job.state == ImageJob.State.PENDING
     assert job.is_finished is False
+
+
+# ---------------------------------------------------------------------------
+# Outside a transaction: a large upload is staged while it is hashed
+# ---------------------------------------------------------------------------
+
+
+def noise_jpeg(min_bytes: int = 300 * 1024) -> bytes:
+    """A real JPEG over ``min_bytes`` (random pixels compress badly)."""
+    from PIL import Image
+
+    side = 64
+    while True:
+        out = io.BytesIO()
+        Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "JPEG")
+        if out.tell() >= min_bytes:
+            return out.getvalue()
+        side *= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_large_upload_outside_transaction_is_staged_while_hashing(settings, publish, staging_dir):
+    from async_image_save.saving import OVERLAP_MIN_BYTES
+
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+    data = noise_jpeg(OVERLAP_MIN_BYTES)
+    job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
+    assert job.sha256 == hashlib.sha256(data).hexdigest()
+    assert ImageJob.objects.get(pk=job.pk).sha256 == job.sha256
+    [(_, body)] = publish.calls
+    assert body == job.staged_ref
+    staged = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
+    # Staged before the hash was known: the frame has none, the job row has it.
+    assert staged.sha256 is None
+    assert bytes(staged.data) == data
+    staged.verify(job.sha256)
+    with pytest.raises(ChecksumMismatch):
+        staged.verify(hashlib.sha256(b"other bytes").hexdigest())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_large_upload_inside_transaction_is_staged_only_at_commit(settings, publish, staging_dir):
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+    data = noise_jpeg()
+    with transaction.atomic():
+        job = save_image(SimpleUploadedFile("big.jpg", data), Photo.objects.create())
+        assert not staging_dir.exists() or os.listdir(staging_dir) == []
+    staged = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
+    assert staged.sha256 == job.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_background_staging_error_fails_job_without_publishing(settings, publish, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the staging directory should be")
+    settings.ASYNC_IMAGE_SAVE_STAGING = "directory"
+    settings.ASYNC_IMAGE_SAVE_STAGING_DIR = str(blocker)
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+    job = save_image(SimpleUploadedFile("big.jpg", noise_jpeg()), Photo.objects.create())
+    assert (job.state, job.error_code) == ("failed", "broker_unreachable")
+    assert ImageJob.objects.get(pk=job.pk).state == "failed"
+    assert publish.calls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_job_insert_removes_the_payload_staged_meanwhile(
+    settings, publish, staging_dir, monkeypatch
+):
+    from django.db import DatabaseError
+
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+
+    def refuse(*args, **kwargs):
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr("async_image_save.saving._create_job", refuse)
+    with pytest.raises(DatabaseError, match="went away"):
+        save_image(SimpleUploadedFile("big.jpg", noise_jpeg()), Photo.objects.create())
+    assert os.listdir(staging_dir) == []
+    assert publish.calls == []
+    assert ImageJob.objects.count() == 0

@@ -1,0 +1,42 @@
+"""A small per-process thread pool for I/O that can overlap CPU work in a request.
+
+``save_image()`` stages a large upload on one of these threads while the
+request thread hashes the same bytes and records the job: hashlib and socket
+writes both release the GIL, so on a machine with two cores the two costs
+overlap instead of adding up. The pool is created on first use and forgotten
+in a forked child (a prefork server that imported the app before forking gets
+a fresh pool per process).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+#: Threads per process: one per request staging at the same moment, bounded.
+MAX_THREADS = 8
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def submit(function: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``function(*args)`` on the pool; the caller must call ``result()`` on the future."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="async_image_save")
+        pool = _pool
+    return pool.submit(function, *args)
+
+
+def _forget_pool() -> None:
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()  # the parent's threads do not exist here
+
+
+os.register_at_fork(after_in_child=_forget_pool)
