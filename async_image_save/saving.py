@@ -105,27 +105,19 @@ def save_image(
     field_name = resolve_field_name(instance, field_name)
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
     using = router.db_for_write(ImageJob)
-    unhashed = UploadPayload.from_upload(upload, compute_sha256=False)
-    head, data = unhashed.encode_parts(codec)
-    job_id = uuid.uuid4()
     durable = conf.ASYNC_IMAGE_SAVE_DURABLE
-    # +64: the hex sha256 that an inline frame's header carries.
-    staged = durable or len(head) + len(data) + 64 > inline_max_bytes()
+    job_id = uuid.uuid4()
+    overlap = _stage_while_hashing(upload, durable, using)
+    payload = UploadPayload.from_upload(upload, compute_sha256=not overlap)
+    head, data = payload.encode_parts(codec)
+    staged = durable or len(head) + len(data) > inline_max_bytes()
     stager = get_stager() if staged else None
     staging: Future[None] | None = None
-    if (
-        stager is not None
-        and not stager.transactional
-        and len(data) >= OVERLAP_MIN_BYTES
-        and not transaction.get_connection(using).in_atomic_block
-    ):
-        # Outside a transaction the job commits before save_image() returns, so the
-        # bytes can be staged now, on another thread, while this one hashes them and
-        # inserts the job. The staged frame has no sha256; the worker checks the bytes
-        # against the job's. Inside a transaction nothing leaves before commit.
+    if overlap and stager is not None:
         staging = background.submit(stager.put_parts, job_id.hex, (head, data))
     try:
-        payload = replace(unhashed, sha256=hashlib.sha256(data).hexdigest())
+        if payload.sha256 is None:  # hashed here while the other thread stages
+            payload = replace(payload, sha256=hashlib.sha256(data).hexdigest())
         job = _create_job(
             job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue
         )
@@ -146,6 +138,24 @@ def save_image(
             frame = (head, data) if staged else b"".join((head, data))
     transaction.on_commit(lambda: dispatch(message, frame, stager, job, staging), using=using)
     return job
+
+
+def _stage_while_hashing(upload: File, durable: bool, using: str) -> bool:
+    """Whether to stage ``upload`` now, on a background thread, and hash it meanwhile.
+
+    Only outside a transaction, where the job commits before save_image()
+    returns anyway (inside one, nothing may leave the process before commit),
+    and only for uploads that will be staged, are large enough to repay the
+    thread hand-off, and go to a stager that is not the caller's database.
+    Such frames have no sha256 in their header: the worker checks the bytes
+    against the job's. Every other upload is hashed as it is read.
+    """
+    size = upload.size
+    if durable or size is None or size < OVERLAP_MIN_BYTES or size <= inline_max_bytes():
+        return False
+    if transaction.get_connection(using).in_atomic_block:
+        return False
+    return not get_stager().transactional
 
 
 def _create_job(
