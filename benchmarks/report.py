@@ -374,11 +374,12 @@ def thumbnails(data: dict, data_file: str, out: Path) -> list[str]:
             if ours and base:
                 total = ours["rss_peak_mib"] / base["rss_peak_mib"]
                 work = ours["rss_work_mib"] / base["rss_work_mib"]
-                marks += [_mark(total <= target_limit), _mark(work <= target_limit)]
+                marks.append(_mark(work <= target_limit))
                 parts.append(
-                    f"Memory, ours (Pillow engine) / plain Pillow, target <= {target_limit}: "
-                    f"peak RSS {total:.2f} {_bold_miss(total <= target_limit)}; above "
-                    f"post-import RSS {work:.2f} {_bold_miss(work <= target_limit)}.\n"
+                    f"Memory the thumbnails take (peak RSS above the RSS after imports), "
+                    f"ours (Pillow engine) / plain Pillow, target <= {target_limit}: "
+                    f"{work:.2f} {_bold_miss(work <= target_limit)}. Whole-process peak RSS, "
+                    f"imports included (not a target, see below): {total:.2f}.\n"
                 )
         sizes = {e: [tuple(o[:2]) for o in rows[e]["outputs"]] for e in engines}
         if "pillow" in sizes:
