@@ -107,16 +107,19 @@ def save_image(
     using = router.db_for_write(ImageJob)
     durable = conf.ASYNC_IMAGE_SAVE_DURABLE
     job_id = uuid.uuid4()
-    overlap = _stage_while_hashing(upload, durable, using)
-    payload = UploadPayload.from_upload(upload, compute_sha256=not overlap)
+    overlap = _overlap_with_hashing(upload, durable, using)
+    payload = UploadPayload.from_upload(upload, compute_sha256=overlap is None)
     head, data = payload.encode_parts(codec)
     staged = durable or len(head) + len(data) > inline_max_bytes()
     stager = get_stager() if staged else None
     staging: Future[None] | None = None
-    if overlap and stager is not None:
+    joining: Future[bytes] | None = None
+    if overlap == "stage" and stager is not None:
         staging = background.submit(stager.put_parts, job_id.hex, (head, data))
+    elif overlap == "join" and not staged:
+        joining = background.submit(b"".join, (head, data))
     try:
-        if payload.sha256 is None:  # hashed here while the other thread stages
+        if payload.sha256 is None:  # hashed here while the other thread works
             payload = replace(payload, sha256=hashlib.sha256(data).hexdigest())
         job = _create_job(
             job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue
@@ -129,7 +132,9 @@ def save_image(
         raise
     message = job_message(job, instance._meta.label)
     frame: Any = None
-    if staging is None:
+    if joining is not None:
+        frame = joining.result()
+    elif staging is None:
         head, data = payload.encode_parts(codec)
         if stager is not None and stager.transactional:
             # The outbox: the payload commits or rolls back with the job row.
@@ -140,22 +145,25 @@ def save_image(
     return job
 
 
-def _stage_while_hashing(upload: File, durable: bool, using: str) -> bool:
-    """Whether to stage ``upload`` now, on a background thread, and hash it meanwhile.
+def _overlap_with_hashing(upload: File, durable: bool, using: str) -> str | None:
+    """What a background thread can do with a large upload while this one hashes it.
 
-    Only outside a transaction, where the job commits before save_image()
-    returns anyway (inside one, nothing may leave the process before commit),
-    and only for uploads that will be staged, are large enough to repay the
-    thread hand-off, and go to a stager that is not the caller's database.
-    Such frames have no sha256 in their header: the worker checks the bytes
-    against the job's. Every other upload is hashed as it is read.
+    ``"stage"``: write it to the stager now. Only outside a transaction, where
+    the job commits before save_image() returns anyway (inside one, nothing
+    may leave the process before commit), and not to the caller's database.
+    ``"join"``: build the inline message body (one copy of the bytes).
+    ``None``: nothing worth a thread hand-off; the upload is hashed as it is read.
+    Frames built meanwhile have no sha256 in their header: the worker checks
+    the bytes against the job's, which is in the database before the task is sent.
     """
     size = upload.size
-    if durable or size is None or size < OVERLAP_MIN_BYTES or size <= inline_max_bytes():
-        return False
-    if transaction.get_connection(using).in_atomic_block:
-        return False
-    return not get_stager().transactional
+    if durable or size is None or size < OVERLAP_MIN_BYTES:
+        return None
+    if size <= inline_max_bytes():
+        return "join"
+    if transaction.get_connection(using).in_atomic_block or get_stager().transactional:
+        return None
+    return "stage"
 
 
 def _create_job(

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -144,58 +147,77 @@ class ImageJobTestMixin:
 
 
 class WorkerProcess:
-    """A ``celery worker --pool=solo`` subprocess for end-to-end tests."""
+    """A ``celery worker --pool=solo`` subprocess for end-to-end tests.
+
+    ``app`` is the Celery app (``-A``), ``queue`` the only queue it consumes
+    (default: the app's), ``env`` variables added to this process's
+    environment. The worker's output goes to ``log_path`` (default: a
+    temporary file), so it never blocks on a full pipe; :meth:`log_tail`
+    shows its end. It runs without gossip, mingle and heartbeats, under a
+    node name of its own, so several can share a broker. A test can
+    :meth:`stop` it with any signal and :meth:`start` it again.
+    """
 
     def __init__(
-        self, app: str, queue: str | None = None, env: dict[str, str] | None = None
+        self,
+        app: str,
+        queue: str | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        log_path: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        name: str | None = None,
     ) -> None:
-        self.app, self.queue = app, queue
+        self.app, self.queue, self.cwd = app, queue, cwd
         self.env = {**os.environ, **(env or {})}
+        if log_path is None:
+            handle, log_path = tempfile.mkstemp(prefix="async-image-worker-", suffix=".log")
+            os.close(handle)
+        self.log_path = Path(log_path)
+        self.name = name or f"ais-{os.getpid()}-{time.monotonic_ns()}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.output: list[bytes] = []
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the worker and wait until it says it is ready."""
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            self.app,
-            "worker",
-            "--pool=solo",
-            "-l",
-            "INFO",
-        ]
+        command = [sys.executable, "-m", "celery", "-A", self.app, "worker", "--pool=solo"]
+        command += ["--loglevel=INFO", "--without-gossip", "--without-mingle"]
+        command += ["--without-heartbeat", "-n", f"{self.name}@%h"]
         if self.queue:
             command += ["-Q", self.queue]
-        self.proc = subprocess.Popen(
-            command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
-        if self.proc.stdout is None:  # pragma: no cover - Popen always gives one here
-            raise RuntimeError("worker stdout is not captured")
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                break
-            self.output.append(line)
-            if b" ready." in line:
-                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Celery worker exited early:\n{self.log_tail()}")
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                if b" ready." in log.read():
+                    return
+            time.sleep(0.1)
         self.stop()
-        raise RuntimeError(
-            "Celery worker did not start:\n" + b"".join(self.output).decode(errors="replace")
-        )
+        raise RuntimeError(f"Celery worker not ready after {timeout}s:\n{self.log_tail()}")
 
-    def stop(self) -> None:
-        """Stop the worker (warm shutdown, then kill)."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Send ``sig`` (default: a warm shutdown) and wait; kill it after ``timeout``."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(20)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
         self.proc = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of the worker's output."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 try:

@@ -19,9 +19,7 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -99,7 +97,7 @@ class Run:
         self.db = f"ais_load_{self.run_id}"
         self.queue = f"ais-load-{self.run_id}"
         self.redis = None
-        self.workers: list[subprocess.Popen] = []
+        self.workers: list = []  # async_image_save.testing.WorkerProcess
         self.db_created = False
         self.saved_at: dict = {}
         self.watch_error: BaseException | None = None
@@ -147,41 +145,19 @@ class Run:
         call_command("migrate", verbosity=0)
 
     def start_workers(self) -> None:
+        from async_image_save.testing import WorkerProcess
+
         for n in range(self.args.workers):
-            log = open(self.tmp / f"worker-{n}.log", "wb")  # noqa: SIM115 - owned by the worker
-            self.workers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "tests.celery_app",
-                        "worker",
-                        "--pool=solo",
-                        "--loglevel=INFO",
-                        "-Q",
-                        self.queue,
-                        "--without-gossip",
-                        "--without-mingle",
-                        "--without-heartbeat",
-                        "-n",
-                        f"load{n}-{self.run_id}@%h",
-                    ],
-                    cwd=ROOT,
-                    env=self.env(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            worker = WorkerProcess(
+                "tests.celery_app",
+                self.queue,
+                self.env(),
+                log_path=self.tmp / f"worker-{n}.log",
+                cwd=ROOT,
+                name=f"load{n}-{self.run_id}",
             )
-            log.close()
-        deadline = time.monotonic() + 60
-        for n, proc in enumerate(self.workers):
-            log_path = self.tmp / f"worker-{n}.log"
-            while b" ready." not in log_path.read_bytes():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"worker {n} did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.1)
+            worker.start()
+            self.workers.append(worker)
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -226,9 +202,10 @@ class Run:
                 left = ImageJob.objects.filter(state__in=("pending", "saved")).count()
                 if not left and ImageJob.objects.count() == expected:
                     return
-                for proc in self.workers:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"a worker exited ({proc.returncode}); see {self.tmp}")
+                for worker in self.workers:
+                    if worker.proc.poll() is not None:
+                        code = worker.proc.returncode
+                        raise RuntimeError(f"a worker exited ({code}); see {self.tmp}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{left} jobs unfinished after {timeout:.0f} s")
                 time.sleep(0.25)
@@ -252,7 +229,7 @@ class Run:
         to_done = [(j.updated_at - j.created_at).total_seconds() for j in done]
         counts = Counter(s[2] for s in sent)
         mix = ", ".join(f"{counts[label]} x {label}" for label, _s, _w in MIX)
-        peaks = [vm_hwm_mib(p.pid) for p in self.workers]
+        peaks = [vm_hwm_mib(w.proc.pid) for w in self.workers]
         span = (end - start).total_seconds()
 
         print(
@@ -357,15 +334,8 @@ class Run:
     # --- teardown --------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for worker in self.workers:
+            worker.stop(timeout=30)
         if self.db_created:
             try:
                 from django.db import connections

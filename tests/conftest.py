@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +18,8 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
+
+from async_image_save.testing import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = Path(__file__).resolve().parent / "files"
@@ -111,70 +110,16 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A ``celery worker`` subprocess (solo pool) that a test can start, kill and restart."""
-
-    def __init__(self, env: dict[str, str], queue: str, log_path: Path) -> None:
-        self.env, self.queue, self.log_path = env, queue, log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tests.celery_app",
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "-Q",
-                self.queue,
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"ais-{os.getpid()}-{time.monotonic_ns()}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Celery worker exited early:\n{self.log_tail()}")
-            if b" ready." in self.log_path.read_bytes()[offset:]:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"Celery worker not ready after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+def make_worker(env: dict[str, str], queue: str, log_path: Path) -> WorkerProcess:
+    """A worker subprocess of the test app (``tests.celery_app``) on ``queue``."""
+    return WorkerProcess("tests.celery_app", queue, env, log_path=log_path, cwd=ROOT)
 
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, redis_service, postgres_service):
     """One real worker process for the session, on this run's own queue."""
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    worker = WorkerProcess(worker_env(), queue, Path(settings.BASE_TMP) / "worker.log")
+    worker = make_worker(worker_env(), queue, Path(settings.BASE_TMP) / "worker.log")
     worker.start()
     yield worker
     worker.stop()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FILES, ROOT, WorkerProcess, noisy_jpeg, worker_env
+from async_image_save.testing import WorkerProcess
+from tests.conftest import FILES, ROOT, make_worker, noisy_jpeg, worker_env
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +73,7 @@ def test_embedded_default_sqlite_and_filesystem_broker(tmp_path):
         timeout=120,
     )
     assert migrate.returncode == 0, migrate.stderr
-    worker = WorkerProcess(env, "embedded", tmp_path / "worker.log")
+    worker = make_worker(env, "embedded", tmp_path / "worker.log")
     worker.start()
     try:
         results = run_scenario(env, sample_files(tmp_path))
@@ -92,7 +93,7 @@ def test_rabbitmq_broker(tmp_path, rabbitmq_service, postgres_service):
         AIS_BROKER_URL=os.environ.get("AIS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
         AIS_QUEUE=queue,
     )
-    worker = WorkerProcess(env, queue, tmp_path / "worker.log")
+    worker = make_worker(env, queue, tmp_path / "worker.log")
     worker.start()
     try:
         results = run_scenario(env, sample_files(tmp_path))

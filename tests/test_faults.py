@@ -1,7 +1,7 @@
 """Fault suite: real worker processes, real brokers and PostgreSQL, faults on purpose.
 
 Each scenario is its own test and starts its own worker subprocess(es) (solo pool,
-``tests.conftest.WorkerProcess``) on its own queue, against our own Redis server
+``async_image_save.testing.WorkerProcess``) on its own queue, against our own Redis server
 and RabbitMQ node (``tests/faults.py``), never the shared ones on 6379/5672. The
 web side runs in a driver subprocess (``python -m tests.faults``) whose broker is
 the test's own; the database is this run's PostgreSQL test database.
@@ -32,7 +32,8 @@ from django.db import connection
 from django.utils import timezone
 
 from async_image_save.models import ImageJob, StagedPayload, Thumbnail
-from tests.conftest import WorkerProcess, wait_for_job, worker_env
+from async_image_save.testing import WorkerProcess
+from tests.conftest import ROOT, wait_for_job, worker_env
 from tests.faults import (
     RabbitNode,
     RedisServer,
@@ -141,9 +142,11 @@ class Rig:
     def worker(self, queue: str | None = None, start: bool = True, env=None, **values) -> Worker:
         queue = queue or self.queue
         worker = Worker(
-            env or self.env(queue, **values),
+            "tests.celery_app",
             queue,
-            self.tmp / f"worker-{len(self.workers)}.log",
+            env or self.env(queue, **values),
+            log_path=self.tmp / f"worker-{len(self.workers)}.log",
+            cwd=ROOT,
         )
         self.workers.append(worker)
         if start:

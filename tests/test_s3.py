@@ -30,7 +30,7 @@ from async_image_save import transfer as transfer_module
 from async_image_save.conf import conf
 from async_image_save.models import QueuedFile, Thumbnail
 from async_image_save.thumbnails import generate_thumbnails
-from tests.conftest import WorkerProcess, jpeg_bytes, wait_for_job, worker_env
+from tests.conftest import jpeg_bytes, make_worker, wait_for_job, worker_env
 from tests.models import S3Photo, S3QueuedPhoto
 from tests.s3 import moto_server  # noqa: F401  (fixture)
 
@@ -74,7 +74,7 @@ def s3_worker(s3_settings, django_db_setup, postgres_service):
         AIS_CACHE_URL=REDIS_URL,
         AIS_QUEUE=QUEUE,
     )
-    worker = WorkerProcess(env, QUEUE, Path(settings.BASE_TMP) / "worker-s3.log")
+    worker = make_worker(env, QUEUE, Path(settings.BASE_TMP) / "worker-s3.log")
     worker.start()
     yield worker
     worker.stop()

@@ -551,3 +551,25 @@ def test_failed_job_insert_removes_the_payload_staged_meanwhile(
     assert os.listdir(staging_dir) == []
     assert publish.calls == []
     assert ImageJob.objects.count() == 0
+
+
+def test_large_inline_frame_is_built_while_hashing(
+    settings, publish, django_capture_on_commit_callbacks
+):
+    from async_image_save.saving import OVERLAP_MIN_BYTES
+
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 4 * OVERLAP_MIN_BYTES
+    data = noise_jpeg(OVERLAP_MIN_BYTES)
+    assert len(data) < 3 * OVERLAP_MIN_BYTES
+    # Inside a transaction too: the frame is built at once, sent only at commit.
+    with django_capture_on_commit_callbacks() as callbacks:
+        job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
+    assert publish.calls == []
+    callbacks[0]()
+    [(_, body)] = publish.calls
+    assert job.staged_ref == ""
+    frame = decode(body)
+    assert frame.sha256 is None  # built before the hash was known
+    assert bytes(frame.data) == data
+    frame.verify(job.sha256)
+    assert job.sha256 == hashlib.sha256(data).hexdigest()

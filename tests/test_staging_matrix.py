@@ -26,7 +26,8 @@ from django.core.management import call_command
 
 from async_image_save.models import ImageJob, StagedPayload, Thumbnail
 from async_image_save.staging import get_stager, resolve_ref
-from tests.conftest import WorkerProcess, wait_for_job, worker_env
+from async_image_save.testing import WorkerProcess
+from tests.conftest import make_worker, wait_for_job, worker_env
 from tests.faults import drive, sized_jpeg
 from tests.models import Photo
 
@@ -69,7 +70,7 @@ def matrix_workers(request, django_db_setup, tmp_path_factory):
                 AIS_QUEUE=queue,
                 AIS_SETTINGS_JSON=json.dumps({"ASYNC_IMAGE_SAVE_STAGING_URL": REDIS_URL}),
             )
-            worker = WorkerProcess(env, queue, logs / f"{broker}.log")
+            worker = make_worker(env, queue, logs / f"{broker}.log")
             started[broker] = (env, worker)
             worker.start()
         return started[broker]
