@@ -31,26 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import pg_admin, pg_params  # noqa: E402
+
 KiB, MiB = 1024, 1024 * 1024
 #: (label, target size in bytes or None for a non-image, share of the uploads)
 MIX = [("100KB", 100 * KiB, 0.60), ("1MB", MiB, 0.30), ("5MB", 5 * MiB, 0.09), ("bad", None, 0.01)]
 VARIANTS = 4  # distinct images per size class
-
-
-def pg_params() -> dict[str, str]:
-    return {
-        "host": os.environ.get("AIS_PG_HOST", "127.0.0.1"),
-        "port": os.environ.get("AIS_PG_PORT", "5432"),
-        "user": os.environ.get("AIS_PG_USER", os.environ.get("USER") or "postgres"),
-        "password": os.environ.get("AIS_PG_PASSWORD", ""),
-    }
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(dbname="postgres", autocommit=True, **pg_params()) as conn:
-        conn.execute(sql)
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -116,9 +102,9 @@ class Run:
             AIS_BROKER_URL=self.redis.url,
             AIS_REDIS_URL=self.redis.url,
             AIS_PG_DB=self.db,
-            AIS_PG_HOST=pg_params()["host"],
-            AIS_PG_PORT=pg_params()["port"],
-            AIS_PG_USER=pg_params()["user"],
+            AIS_PG_HOST=pg_params()["HOST"],
+            AIS_PG_PORT=pg_params()["PORT"],
+            AIS_PG_USER=pg_params()["USER"],
         )
         if self.args.staging:
             env["AIS_SETTINGS_JSON"] = json.dumps(

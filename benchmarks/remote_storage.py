@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import jpeg_of_size, pg_admin, pg_params  # noqa: E402
 from benchmarks.runmeta import finish, run_meta  # noqa: E402
 
 RUN = uuid.uuid4().hex[:8]
@@ -33,23 +34,6 @@ UPLOAD_VARIANTS = ("s3_sync", "queued", "save_image", "fs_sync")
 PAGE_VARIANTS = ("s3_records", "queued_cache", "queued_nocache", "s3_exists")
 PAGE_SIZE = 50
 PACKAGES = ("Django", "celery", "django-storages", "boto3", "moto", "psycopg", "redis")
-
-
-def pg_params() -> dict[str, str]:
-    return {
-        "HOST": os.environ.get("AIS_PG_HOST", "127.0.0.1"),
-        "PORT": os.environ.get("AIS_PG_PORT", "5432"),
-        "USER": os.environ.get("AIS_PG_USER", os.environ.get("USER", "postgres")),
-        "PASSWORD": os.environ.get("AIS_PG_PASSWORD", ""),
-    }
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    params = {key.lower(): value for key, value in pg_params().items()}
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(sql)
 
 
 def configure(tmp: Path, db_name: str | None, endpoint: str, redis_url: str) -> None:
@@ -181,24 +165,6 @@ def __getattr__(name: str):  # ROOT_URLCONF is this module; build the URLs after
     if name == "urlpatterns":
         return _urlpatterns()
     raise AttributeError(name)
-
-
-def jpeg_of_size(target: int) -> bytes:
-    """A real JPEG of roughly ``target`` bytes (random noise, so it does not compress)."""
-    import io
-
-    from PIL import Image
-
-    def encode(pixels: int) -> bytes:
-        width = max(16, int((pixels * 4 / 3) ** 0.5))
-        height = max(16, pixels // width)
-        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85)
-        return out.getvalue()
-
-    guess = encode(int(target / 0.76))
-    return encode(int(target / 0.76 * target / len(guess)))
 
 
 def cleanup_uploads(redis_client) -> None:

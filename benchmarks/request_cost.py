@@ -29,6 +29,7 @@ from celery import Celery, shared_task
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import jpeg_of_size, pg_admin, pg_params  # noqa: E402
 from benchmarks.runmeta import finish, run_meta  # noqa: E402
 
 RUN = uuid.uuid4().hex[:8]
@@ -47,25 +48,6 @@ TARGETS = "save_image <= 1.5x floor at >= 1MB, <= floor + 2 ms below; at 5MB <= 
 def echo(data: bytes) -> int:
     """Baseline task: a plain apply_async carrying the bytes inline (never run here)."""
     return len(data)
-
-
-def pg_params() -> dict[str, str]:
-    """Where the throwaway PostgreSQL database is made (same AIS_PG_* variables as the tests)."""
-    return {
-        "HOST": os.environ.get("AIS_PG_HOST", "127.0.0.1"),
-        "PORT": os.environ.get("AIS_PG_PORT", "5432"),
-        "USER": os.environ.get("AIS_PG_USER", "postgres"),
-        "PASSWORD": os.environ.get("AIS_PG_PASSWORD", ""),
-    }
-
-
-def pg_admin(sql: str) -> None:
-    """Run one statement on the server's ``postgres`` database, outside a transaction."""
-    import psycopg
-
-    params = {key.lower(): value for key, value in pg_params().items()}
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(sql)
 
 
 def configure_django(tmp: Path, db_name: str | None) -> None:
@@ -111,22 +93,6 @@ def make_celery(broker_url: str) -> Celery:
     )
     app.set_default()
     return app
-
-
-def jpeg_of_size(target: int) -> bytes:
-    """A real JPEG of roughly ``target`` bytes: random noise, calibrated by one re-encode."""
-    from PIL import Image
-
-    def encode(pixels: int) -> bytes:
-        width = max(16, int((pixels * 4 / 3) ** 0.5))
-        height = max(16, pixels // width)
-        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85)
-        return out.getvalue()
-
-    guess = encode(int(target / 0.76))
-    return encode(int(target / 0.76 * target / len(guess)))
 
 
 def make_upload(kind: str, data: bytes):
