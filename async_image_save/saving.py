@@ -94,9 +94,10 @@ def save_image(
 ) -> ImageJob:
     """Queue ``upload`` to be saved into ``instance.<field_name>`` by a Celery worker.
 
-    Reads the upload once (hashing it), records an :class:`ImageJob` in the
-    current transaction and sends the task when that transaction commits
-    (at once outside a transaction). Returns the job immediately; its ``state``
+    Reads the upload once and hashes it (an upload of 256 KiB or more while a
+    background thread prepares its message body or staged copy), records an
+    :class:`ImageJob` in the current transaction and sends the task when that
+    transaction commits (at once outside a transaction). Returns the job immediately; its ``state``
     is ``pending``. If the broker cannot be reached at commit, the job is marked
     ``failed`` with code ``broker_unreachable`` and the error is logged.
     """
