@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-import pickletools
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +35,8 @@ from django.core.files.uploadedfile import (
 
 from async_image_save.conf import conf
 from async_image_save.exceptions import ChecksumMismatch, PayloadDecodeError, UploadTooLarge
+from async_image_save.names import sanitize_name
+from async_image_save.safe_pickle import loads_plain_data
 
 MAGIC = b"AIS"
 FORMAT_VERSION = 1
@@ -46,100 +46,7 @@ CODEC_IDS = {"msgpack": CODEC_MSGPACK, "pickle": CODEC_PICKLE}
 _PREFIX_LEN = len(MAGIC) + 2 + 4
 MAX_HEADER_BYTES = 64 * 1024
 READ_CHUNK = 1024 * 1024
-MAX_NAME_LENGTH = 200
-_DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"})
-#: Pickle opcodes that build plain data only: anything naming a class or calling is refused.
-_SAFE_PICKLE_OPS = frozenset(
-    [
-        "PROTO",
-        "FRAME",
-        "STOP",
-        "MARK",
-        "POP",
-        "POP_MARK",
-        "DUP",
-        "NONE",
-        "NEWTRUE",
-        "NEWFALSE",
-        "INT",
-        "BININT",
-        "BININT1",
-        "BININT2",
-        "LONG",
-        "LONG1",
-        "LONG4",
-        "FLOAT",
-        "BINFLOAT",
-        "STRING",
-        "BINSTRING",
-        "SHORT_BINSTRING",
-        "UNICODE",
-        "BINUNICODE",
-        "SHORT_BINUNICODE",
-        "BINUNICODE8",
-        "BINBYTES",
-        "SHORT_BINBYTES",
-        "BINBYTES8",
-        "BYTEARRAY8",
-        "EMPTY_LIST",
-        "APPEND",
-        "APPENDS",
-        "LIST",
-        "EMPTY_TUPLE",
-        "TUPLE",
-        "TUPLE1",
-        "TUPLE2",
-        "TUPLE3",
-        "EMPTY_DICT",
-        "DICT",
-        "SETITEM",
-        "SETITEMS",
-        "EMPTY_SET",
-        "ADDITEMS",
-        "FROZENSET",
-        "PUT",
-        "BINPUT",
-        "LONG_BINPUT",
-        "GET",
-        "BINGET",
-        "LONG_BINGET",
-        "MEMOIZE",
-    ]
-)
 _HEADER_KEYS = frozenset({"name", "content_type", "charset", "size", "extra", "sha256"})
-
-
-def sanitize_name(name: str | None) -> str:
-    """Return a safe base file name: no directories, control characters or leading dots.
-
-    The storage applies its own ``get_valid_name`` afterwards; this removes what
-    must never reach it (path traversal, NULs, newlines, names over
-    ``MAX_NAME_LENGTH`` UTF-8 bytes). Idempotent: a worker re-sanitizing a name
-    gets the same name the web process recorded.
-    """
-    text = str(name or "")
-    for _ in range(4):  # a fixpoint: each pass can only shorten or normalise
-        cleaned = _sanitize_once(text)
-        if cleaned == text:
-            break
-        text = cleaned
-    return text or "upload"
-
-
-def _sanitize_once(text: str) -> str:
-    text = unicodedata.normalize("NFC", text)
-    text = text.replace("\\", "/").rsplit("/", 1)[-1]
-    # Control/format characters and line/paragraph separators never belong in a name.
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
-    text = text.strip().lstrip(".").strip()
-    if len(text.encode("utf-8")) > MAX_NAME_LENGTH:
-        stem, dot, ext = text.rpartition(".")
-        if not (dot and 0 < len(ext.encode("utf-8")) <= 16):
-            stem, ext = text, ""
-        budget = MAX_NAME_LENGTH - (len(ext.encode("utf-8")) + 1 if ext else 0)
-        stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip()
-        text = f"{stem}.{ext}" if ext else stem
-    return unicodedata.normalize("NFC", text).strip()
 
 
 @dataclass(frozen=True)
@@ -289,7 +196,7 @@ def _decode_v1(view: memoryview, limit: int) -> UploadPayload:
                 "workers to accept pickle (unsafe if anyone else can write to the broker).",
                 code="pickle_refused",
             )
-        header = _unpickle_restricted(header_bytes)
+        header = loads_plain_data(header_bytes)
     else:
         raise PayloadDecodeError(f"Unknown payload codec id {codec_id}.")
     data = view[_PREFIX_LEN + header_len :]
@@ -345,47 +252,6 @@ def _unpack_msgpack(data: bytes) -> Any:
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise PayloadDecodeError(f"Payload header is not valid msgpack: {exc}") from exc
-
-
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and scalars only: any class or function is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise PayloadDecodeError(
-            f"Pickle payload references {module}.{name}; only plain data is accepted.",
-            code="pickle_refused",
-        )
-
-
-def _check_pickle_ops(data: bytes) -> None:
-    """Walk the opcodes without running them: plain data only, no length beyond the data.
-
-    Unpickling reserves a declared length before reading it, so a 23-byte frame
-    could ask for a gigabyte; pickletools only reads what is there.
-    """
-    try:
-        for opcode, arg, _pos in pickletools.genops(data):
-            if opcode.name not in _SAFE_PICKLE_OPS:
-                raise PayloadDecodeError(
-                    f"Pickle payload uses {opcode.name}; only plain data is accepted.",
-                    code="pickle_refused",
-                )
-            if isinstance(arg, (bytes, str)) and len(arg) > len(data):
-                raise PayloadDecodeError("Pickle payload declares more data than it has.")
-    except PayloadDecodeError:
-        raise
-    except Exception as exc:  # genops raises ValueError and friends on garbage
-        raise PayloadDecodeError(f"Payload header is not valid pickle: {exc}") from exc
-
-
-def _unpickle_restricted(data: bytes) -> Any:
-    _check_pickle_ops(data)
-    try:
-        return _NoGlobalsUnpickler(io.BytesIO(data)).load()
-    except PayloadDecodeError:
-        raise
-    except Exception as exc:  # pickle raises many unrelated types on garbage
-        raise PayloadDecodeError(f"Payload header is not valid pickle: {exc}") from exc
 
 
 _ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {

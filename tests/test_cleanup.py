@@ -108,3 +108,80 @@ def test_works_beside_django_cleanup(tmp_path):
     )
     assert facts["after_delete"] == []
     assert facts["records_after_delete"] == 0
+
+
+# --- a replacement saved without a job (plain ModelForm, instance.save()) -----------------
+
+
+def thumbnail_files(photo: Photo) -> list[str]:
+    return sorted(
+        Thumbnail.objects.filter(source_name=photo.image.name).values_list("name", flat=True)
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_model_form_replacing_the_image_removes_the_old_thumbnails_on_commit():
+    from django import forms
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    class PhotoForm(forms.ModelForm):
+        class Meta:
+            model = Photo
+            fields = ["title", "image"]
+
+    photo = photo_with_thumbnails("before.jpg")
+    storage, old_names = photo.image.storage, thumbnail_files(photo)
+    assert len(old_names) == 2
+    loaded = Photo.objects.get(pk=photo.pk)  # as a view would load it
+    upload = SimpleUploadedFile("after.jpg", jpeg_bytes(400, 300), "image/jpeg")
+    form = PhotoForm({"title": "new"}, {"image": upload}, instance=loaded)
+    assert form.is_valid(), form.errors
+    with transaction.atomic():
+        saved = form.save()
+        assert all(storage.exists(n) for n in old_names)  # not before commit
+    assert saved.image.name.startswith("photos/after")
+    assert not any(storage.exists(n) for n in old_names)
+    assert not Thumbnail.objects.filter(name__in=old_names).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replacing_or_clearing_through_instance_save_removes_the_old_thumbnails():
+    photo = photo_with_thumbnails("one.jpg")
+    first = thumbnail_files(photo)
+    photo.image.save("two.jpg", ContentFile(jpeg_bytes(300, 200)))  # saves the instance
+    assert not Thumbnail.objects.filter(name__in=first).exists()
+    generate_thumbnails(photo, "image")
+    second = thumbnail_files(photo)
+    assert len(second) == 2
+    photo.image = None
+    photo.save()
+    assert not Thumbnail.objects.filter(name__in=second).exists()
+    assert not any(photo._meta.get_field("image").storage.exists(n) for n in first + second)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saves_that_do_not_replace_the_image_keep_its_thumbnails():
+    photo = photo_with_thumbnails("kept-too.jpg")
+    names = thumbnail_files(photo)
+    photo.title = "renamed"
+    photo.save()
+    other = Photo.objects.get(pk=photo.pk)
+    other.image = "photos/elsewhere.jpg"
+    other.title = "only the title is saved"
+    other.save(update_fields=["title"])
+    deferred = Photo.objects.only("title").get(pk=photo.pk)  # image not loaded
+    deferred.title = "deferred"
+    deferred.save()
+    assert Thumbnail.objects.filter(name__in=names).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_replacement_removes_nothing():
+    photo = photo_with_thumbnails("stays.jpg")
+    names = thumbnail_files(photo)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        photo.image = "photos/other.jpg"
+        photo.save()
+        raise RuntimeError("roll back")
+    assert Thumbnail.objects.filter(name__in=names).count() == 2
+    assert all(photo.image.storage.exists(n) for n in names)

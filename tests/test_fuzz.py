@@ -34,12 +34,11 @@ from PIL import Image
 
 from async_image_save.exceptions import ChecksumMismatch, ImageRejected, PayloadDecodeError
 from async_image_save.imaging import ALLOWED_SOURCE_FORMATS, render_thumbnails, validate_image
+from async_image_save.names import MAX_NAME_LENGTH, sanitize_name
 from async_image_save.payload import (
     MAGIC,
-    MAX_NAME_LENGTH,
     UploadPayload,
     decode,
-    sanitize_name,
 )
 from async_image_save.specs import ThumbnailSpec
 from tests import hostile_inputs as H
