@@ -23,8 +23,6 @@ from async_image_save.payload import UploadPayload
 from async_image_save.staging import get_stager, inline_max_bytes
 
 logger = logging.getLogger("async_image_save")
-#: Smaller uploads are staged after hashing: handing them to a thread costs more.
-OVERLAP_MIN_BYTES = 256 * 1024
 
 
 def file_field_names(model: type[models.Model]) -> list[str]:
@@ -94,12 +92,14 @@ def save_image(
 ) -> ImageJob:
     """Queue ``upload`` to be saved into ``instance.<field_name>`` by a Celery worker.
 
-    Reads the upload once and hashes it (an upload of 256 KiB or more while a
-    background thread prepares its message body or staged copy), records an
+    Reads the upload once and hashes it (an upload of
+    ``ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES`` or more while a background thread
+    prepares its message body or staged copy), records an
     :class:`ImageJob` in the current transaction and sends the task when that
-    transaction commits (at once outside a transaction). Returns the job immediately; its ``state``
-    is ``pending``. If the broker cannot be reached at commit, the job is marked
-    ``failed`` with code ``broker_unreachable`` and the error is logged.
+    transaction commits (at once outside a transaction). Returns the job
+    immediately; its ``state`` is ``pending``. If the broker cannot be reached
+    at commit, the job is marked ``failed`` with code ``broker_unreachable``
+    and the error is logged.
     """
     _check_upload(upload)
     _check_target(instance, thumbnails, queue, user)
@@ -157,8 +157,8 @@ def _overlap_with_hashing(upload: File, durable: bool, using: str) -> str | None
     Frames built meanwhile have no sha256 in their header: the worker checks
     the bytes against the job's, which is in the database before the task is sent.
     """
-    size = upload.size
-    if durable or size is None or size < OVERLAP_MIN_BYTES:
+    size, least = upload.size, conf.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES
+    if durable or size is None or least is None or size < least:
         return None
     if size <= inline_max_bytes():
         return "join"

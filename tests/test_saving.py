@@ -477,6 +477,10 @@ def test_returns_pending_job_with_uuid(publish):
 # ---------------------------------------------------------------------------
 
 
+#: ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES's default.
+BACKGROUND_MIN_BYTES = 256 * 1024
+
+
 def noise_jpeg(min_bytes: int = 300 * 1024) -> bytes:
     """A real JPEG over ``min_bytes`` (random pixels compress badly)."""
     from PIL import Image
@@ -492,10 +496,8 @@ def noise_jpeg(min_bytes: int = 300 * 1024) -> bytes:
 
 @pytest.mark.django_db(transaction=True)
 def test_large_upload_outside_transaction_is_staged_while_hashing(settings, publish, staging_dir):
-    from async_image_save.saving import OVERLAP_MIN_BYTES
-
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
-    data = noise_jpeg(OVERLAP_MIN_BYTES)
+    data = noise_jpeg(BACKGROUND_MIN_BYTES)
     job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
     assert job.sha256 == hashlib.sha256(data).hexdigest()
     assert ImageJob.objects.get(pk=job.pk).sha256 == job.sha256
@@ -556,11 +558,9 @@ def test_failed_job_insert_removes_the_payload_staged_meanwhile(
 def test_large_inline_frame_is_built_while_hashing(
     settings, publish, django_capture_on_commit_callbacks
 ):
-    from async_image_save.saving import OVERLAP_MIN_BYTES
-
-    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 4 * OVERLAP_MIN_BYTES
-    data = noise_jpeg(OVERLAP_MIN_BYTES)
-    assert len(data) < 3 * OVERLAP_MIN_BYTES
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 4 * BACKGROUND_MIN_BYTES
+    data = noise_jpeg(BACKGROUND_MIN_BYTES)
+    assert len(data) < 3 * BACKGROUND_MIN_BYTES
     # Inside a transaction too: the frame is built at once, sent only at commit.
     with django_capture_on_commit_callbacks() as callbacks:
         job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
@@ -573,3 +573,21 @@ def test_large_inline_frame_is_built_while_hashing(
     assert bytes(frame.data) == data
     frame.verify(job.sha256)
     assert job.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("least", [None, 10 * BACKGROUND_MIN_BYTES])
+def test_background_min_bytes_keeps_uploads_on_the_request_thread(
+    settings, publish, staging_dir, monkeypatch, least
+):
+    from async_image_save import background
+
+    settings.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES = least
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+    handed_off = []
+    monkeypatch.setattr(background, "submit", lambda *args: handed_off.append(args))
+    data = noise_jpeg(BACKGROUND_MIN_BYTES)
+    job = save_image(SimpleUploadedFile("big.jpg", data), Photo.objects.create())
+    assert handed_off == []
+    staged = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
+    assert staged.sha256 == job.sha256 == hashlib.sha256(data).hexdigest()  # hashed as read
