@@ -1,9 +1,10 @@
 """A small per-process thread pool for I/O that can overlap CPU work in a request.
 
-``save_image()`` stages a large upload on one of these threads while the
-request thread hashes the same bytes and records the job: hashlib and socket
-writes both release the GIL, so on a machine with two cores the two costs
-overlap instead of adding up. The pool is created on first use and forgotten
+``save_image()`` has one of these threads stage a large upload, or join its
+inline message body, while the request thread hashes the same bytes and
+records the job: hashlib and socket writes release the GIL, so on a machine
+with two cores the costs overlap instead of adding up
+(``ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES`` sets the size from which it does). The pool is created on first use and forgotten
 in a forked child (a prefork server that imported the app before forking gets
 a fresh pool per process).
 """
@@ -17,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-#: Threads per process: one per request staging at the same moment, bounded.
+#: Threads per process: one per request handing off at the same moment, bounded.
 MAX_THREADS = 8
 
 _lock = threading.Lock()
