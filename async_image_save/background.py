@@ -4,9 +4,9 @@
 inline message body, while the request thread hashes the same bytes and
 records the job: hashlib and socket writes release the GIL, so on a machine
 with two cores the costs overlap instead of adding up
-(``ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES`` sets the size from which it does). The pool is created on first use and forgotten
-in a forked child (a prefork server that imported the app before forking gets
-a fresh pool per process).
+(``ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES`` sets the size from which it does).
+The pool is created on first use and forgotten in a forked child (a prefork
+server that imported the app before forking gets a fresh pool per process).
 """
 
 from __future__ import annotations
