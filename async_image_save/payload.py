@@ -270,7 +270,7 @@ def _too_large(name: str | None, size: int, limit: int) -> UploadTooLarge:
     )
 
 
-def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) -> Any:
+def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) -> bytes | bytearray:
     """Read the whole file once; hash each chunk as it arrives (unless ``digest`` is None)."""
     if upload.closed:
         upload.open("rb")

@@ -108,10 +108,11 @@ def save_image(
     using = router.db_for_write(ImageJob)
     durable = conf.ASYNC_IMAGE_SAVE_DURABLE
     job_id = uuid.uuid4()
-    overlap = _overlap_with_hashing(upload, durable, using)
+    inline_limit = inline_max_bytes()
+    overlap = _overlap_with_hashing(upload, durable, using, inline_limit)
     payload = UploadPayload.from_upload(upload, compute_sha256=overlap is None)
     head, data = payload.encode_parts(codec)
-    staged = durable or len(head) + len(data) > inline_max_bytes()
+    staged = durable or len(head) + len(data) > inline_limit
     stager = get_stager() if staged else None
     staging: Future[None] | None = None
     joining: Future[bytes] | None = None
@@ -122,6 +123,8 @@ def save_image(
     try:
         if payload.sha256 is None:  # hashed here while the other thread works
             payload = replace(payload, sha256=hashlib.sha256(data).hexdigest())
+            if staging is None and joining is None:  # no thread took the unhashed frame
+                head, data = payload.encode_parts(codec)
         job = _create_job(
             job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue
         )
@@ -136,7 +139,6 @@ def save_image(
     if joining is not None:
         frame = joining.result()
     elif staging is None:
-        head, data = payload.encode_parts(codec)
         if stager is not None and stager.transactional:
             # The outbox: the payload commits or rolls back with the job row.
             stager.put_parts(job_id.hex, (head, data))
@@ -146,7 +148,7 @@ def save_image(
     return job
 
 
-def _overlap_with_hashing(upload: File, durable: bool, using: str) -> str | None:
+def _overlap_with_hashing(upload: File, durable: bool, using: str, inline_limit: int) -> str | None:
     """What a background thread can do with a large upload while this one hashes it.
 
     ``"stage"``: write it to the stager now. Only outside a transaction, where
@@ -160,7 +162,7 @@ def _overlap_with_hashing(upload: File, durable: bool, using: str) -> str | None
     size, least = upload.size, conf.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES
     if durable or size is None or least is None or size < least:
         return None
-    if size <= inline_max_bytes():
+    if size <= inline_limit:
         return "join"
     if transaction.get_connection(using).in_atomic_block or get_stager().transactional:
         return None
