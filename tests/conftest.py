@@ -110,9 +110,11 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def make_worker(env: dict[str, str], queue: str, log_path: Path) -> WorkerProcess:
-    """A worker subprocess of the test app (``tests.celery_app``) on ``queue``."""
-    return WorkerProcess("tests.celery_app", queue, env, log_path=log_path, cwd=ROOT)
+def make_worker(
+    env: dict[str, str], queue: str, log_path: Path, cls: type[WorkerProcess] = WorkerProcess
+) -> WorkerProcess:
+    """A worker subprocess (``cls``) of the test app (``tests.celery_app``) on ``queue``."""
+    return cls("tests.celery_app", queue, env, log_path=log_path, cwd=ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from async_image_save.models import ImageJob, StagedPayload, Thumbnail
 from async_image_save.testing import WorkerProcess
-from tests.conftest import ROOT, wait_for_job, worker_env
+from tests.conftest import make_worker, wait_for_job, worker_env
 from tests.faults import (
     RabbitNode,
     RedisServer,
@@ -141,13 +141,8 @@ class Rig:
 
     def worker(self, queue: str | None = None, start: bool = True, env=None, **values) -> Worker:
         queue = queue or self.queue
-        worker = Worker(
-            "tests.celery_app",
-            queue,
-            env or self.env(queue, **values),
-            log_path=self.tmp / f"worker-{len(self.workers)}.log",
-            cwd=ROOT,
-        )
+        log_path = self.tmp / f"worker-{len(self.workers)}.log"
+        worker = make_worker(env or self.env(queue, **values), queue, log_path, cls=Worker)
         self.workers.append(worker)
         if start:
             worker.start()

@@ -27,6 +27,7 @@ from async_image_save.payload import decode
 from async_image_save.signals import image_failed
 from async_image_save.staging import get_stager
 from tests.conftest import jpeg_bytes
+from tests.faults import sized_jpeg
 from tests.models import Document, Note, Photo
 
 pytestmark = pytest.mark.django_db
@@ -481,23 +482,15 @@ def test_returns_pending_job_with_uuid(publish):
 BACKGROUND_MIN_BYTES = 256 * 1024
 
 
-def noise_jpeg(min_bytes: int = 300 * 1024) -> bytes:
-    """A real JPEG over ``min_bytes`` (random pixels compress badly)."""
-    from PIL import Image
-
-    side = 64
-    while True:
-        out = io.BytesIO()
-        Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "JPEG")
-        if out.tell() >= min_bytes:
-            return out.getvalue()
-        side *= 2
+def big_jpeg() -> bytes:
+    """A real JPEG of about twice the background threshold."""
+    return sized_jpeg(2 * BACKGROUND_MIN_BYTES)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_large_upload_outside_transaction_is_staged_while_hashing(settings, publish, staging_dir):
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
-    data = noise_jpeg(BACKGROUND_MIN_BYTES)
+    data = big_jpeg()
     job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
     assert job.sha256 == hashlib.sha256(data).hexdigest()
     assert ImageJob.objects.get(pk=job.pk).sha256 == job.sha256
@@ -515,7 +508,7 @@ def test_large_upload_outside_transaction_is_staged_while_hashing(settings, publ
 @pytest.mark.django_db(transaction=True)
 def test_large_upload_inside_transaction_is_staged_only_at_commit(settings, publish, staging_dir):
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
-    data = noise_jpeg()
+    data = big_jpeg()
     with transaction.atomic():
         job = save_image(SimpleUploadedFile("big.jpg", data), Photo.objects.create())
         assert not staging_dir.exists() or os.listdir(staging_dir) == []
@@ -530,7 +523,7 @@ def test_background_staging_error_fails_job_without_publishing(settings, publish
     settings.ASYNC_IMAGE_SAVE_STAGING = "directory"
     settings.ASYNC_IMAGE_SAVE_STAGING_DIR = str(blocker)
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
-    job = save_image(SimpleUploadedFile("big.jpg", noise_jpeg()), Photo.objects.create())
+    job = save_image(SimpleUploadedFile("big.jpg", big_jpeg()), Photo.objects.create())
     assert (job.state, job.error_code) == ("failed", "broker_unreachable")
     assert ImageJob.objects.get(pk=job.pk).state == "failed"
     assert publish.calls == []
@@ -549,7 +542,7 @@ def test_failed_job_insert_removes_the_payload_staged_meanwhile(
 
     monkeypatch.setattr("async_image_save.saving._create_job", refuse)
     with pytest.raises(DatabaseError, match="went away"):
-        save_image(SimpleUploadedFile("big.jpg", noise_jpeg()), Photo.objects.create())
+        save_image(SimpleUploadedFile("big.jpg", big_jpeg()), Photo.objects.create())
     assert os.listdir(staging_dir) == []
     assert publish.calls == []
     assert ImageJob.objects.count() == 0
@@ -559,7 +552,7 @@ def test_large_inline_frame_is_built_while_hashing(
     settings, publish, django_capture_on_commit_callbacks
 ):
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 4 * BACKGROUND_MIN_BYTES
-    data = noise_jpeg(BACKGROUND_MIN_BYTES)
+    data = big_jpeg()
     assert len(data) < 3 * BACKGROUND_MIN_BYTES
     # Inside a transaction too: the frame is built at once, sent only at commit.
     with django_capture_on_commit_callbacks() as callbacks:
@@ -586,7 +579,7 @@ def test_background_min_bytes_keeps_uploads_on_the_request_thread(
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
     handed_off = []
     monkeypatch.setattr(background, "submit", lambda *args: handed_off.append(args))
-    data = noise_jpeg(BACKGROUND_MIN_BYTES)
+    data = big_jpeg()
     job = save_image(SimpleUploadedFile("big.jpg", data), Photo.objects.create())
     assert handed_off == []
     staged = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
