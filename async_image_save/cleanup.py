@@ -28,8 +28,8 @@ logger = logging.getLogger("async_image_save")
 
 
 @cache
-def _file_fields(model: type[models.Model]) -> tuple[str, ...]:
-    return tuple(f.name for f in model._meta.concrete_fields if isinstance(f, models.FileField))
+def _file_fields(model: type[models.Model]) -> tuple[models.FileField, ...]:
+    return tuple(f for f in model._meta.concrete_fields if isinstance(f, models.FileField))
 
 
 def _delete_records(storage: Any, records: list[Thumbnail]) -> int:
@@ -66,12 +66,12 @@ def delete_thumbnails_on_commit(storage: Any, source_name: str, using: str | Non
 
 
 def _on_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    names = _file_fields(sender)
-    if not names or sender is Thumbnail:
+    fields = _file_fields(sender)
+    if not fields or sender is Thumbnail:
         return
     using = kwargs.get("using") or router.db_for_write(sender)
-    for name in names:
-        field_file = getattr(instance, name, None)
+    for field in fields:
+        field_file = getattr(instance, field.name, None)
         if field_file:
             delete_thumbnails_on_commit(field_file.storage, field_file.name, using)
 
@@ -83,8 +83,8 @@ _LOADED_NAMES = "_async_image_save_loaded_file_names"
 def _loaded_file_names(instance: models.Model) -> dict[str, str]:
     """File names of the file fields whose value is loaded (deferred ones are left out)."""
     names = {}
-    for field in type(instance)._meta.concrete_fields:
-        if isinstance(field, models.FileField) and field.attname in instance.__dict__:
+    for field in _file_fields(type(instance)):  # post_init: once per loaded instance
+        if field.attname in instance.__dict__:
             value = instance.__dict__[field.attname]
             names[field.name] = str(getattr(value, "name", value) or "")
     return names
