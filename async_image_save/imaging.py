@@ -12,12 +12,15 @@ import io
 import struct
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
 from PIL import Image, ImageCms, ImageColor, ImageOps, ImageSequence, UnidentifiedImageError
 
+from async_image_save import background
+from async_image_save.encoding import encode_image
 from async_image_save.exceptions import ImageRejected
 from async_image_save.specs import CROP_ANCHORS, ThumbnailSpec
 
@@ -131,7 +134,11 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
 
 
 def _encode(
-    image: Image.Image, spec: ThumbnailSpec, source_format: str, icc: bytes | None
+    image: Image.Image,
+    spec: ThumbnailSpec,
+    source_format: str,
+    icc: bytes | None,
+    release_gil: bool = False,
 ) -> tuple[bytes, str]:
     fmt = spec.format
     if fmt is None:
@@ -149,10 +156,9 @@ def _encode(
         options.update(quality=spec.quality, progressive=spec.progressive)
     elif fmt in ("webp", "avif"):
         options.update(quality=spec.quality)
-    out = io.BytesIO()
     # Pillow writes no EXIF unless asked to, so GPS and camera data are dropped here.
-    image.save(out, format=fmt.upper(), **options)
-    return out.getvalue(), _EXTENSIONS[fmt]
+    data = encode_image(image, fmt.upper(), options, release_gil=release_gil)
+    return data, _EXTENSIONS[fmt]
 
 
 def _frame_count(image: Image.Image) -> int:
@@ -280,23 +286,61 @@ def render_thumbnails(fp: IO[bytes], specs: list[ThumbnailSpec]) -> list[Rendere
         except _DECODE_ERRORS as exc:
             raise ImageRejected(f"The image is damaged: {exc}", code="damaged_image") from exc
     results: list[RenderedThumbnail] = []
-    # Specs whose output is the very same image (e.g. two sizes the small source
-    # already fits) are encoded once.
-    encoded: dict[tuple[Any, ...], tuple[Image.Image, bytes, str]] = {}
     for spec in [s for s in ordered if s.animated and animated]:
         results.append(_render_animation(image, spec, width, height))
-    for spec in [s for s in ordered if not (s.animated and animated)]:
-        size = _intermediate_size(spec, width, height)
-        if spec.fit == "fill":
-            output = _resize(working, size)  # distorted: never cascade from it
-        else:
-            # Each spec is smaller than the last, so shrink the shared intermediate.
-            working = _resize(working, size)
-            output = _crop(working, spec) if spec.fit == "crop" else working
-        key = (id(output), spec.format, spec.quality, spec.progressive, spec.background)
-        if key not in encoded:
-            # The image is kept in the value so that its id() cannot be reused.
-            encoded[key] = (output, *_encode(output, spec, source_format, icc))
-        _same, data, extension = encoded[key]
+    stills = [s for s in ordered if not (s.animated and animated)]
+    return results + _render_stills(working, stills, width, height, source_format, icc)
+
+
+def _render_stills(
+    working: Image.Image,
+    specs: list[ThumbnailSpec],
+    width: int,
+    height: int,
+    source_format: str,
+    icc: bytes | None,
+) -> list[RenderedThumbnail]:
+    """Resize down through the specs (largest first), encoding each size meanwhile.
+
+    Every output but the last is encoded on a pool thread, which releases the
+    GIL (see ``encoding.py``), while this thread resizes the next one (Pillow's
+    resize releases it too); the last is encoded here. Specs whose output is
+    the very same image (e.g. two sizes a small source already fits) are
+    encoded once.
+    """
+    # key -> (the image, kept so that its id() cannot be reused; its encoding)
+    encoded: dict[tuple[Any, ...], tuple[Image.Image, Future[tuple[bytes, str]]]] = {}
+    planned: list[tuple[ThumbnailSpec, Image.Image, tuple[Any, ...]]] = []
+    try:
+        for index, spec in enumerate(specs):
+            size = _intermediate_size(spec, width, height)
+            if spec.fit == "fill":
+                output = _resize(working, size)  # distorted: never cascade from it
+            else:
+                # Each spec is smaller than the last, so shrink the shared intermediate.
+                working = _resize(working, size)
+                output = _crop(working, spec) if spec.fit == "crop" else working
+            key = (id(output), spec.format, spec.quality, spec.progressive, spec.background)
+            if key not in encoded:
+                last = index == len(specs) - 1
+                encoded[key] = (output, _start_encode(output, spec, source_format, icc, last))
+            planned.append((spec, output, key))
+    finally:
+        # Every encode has ended before this returns or raises.
+        wait([task for _output, task in encoded.values()])
+    results = []
+    for spec, output, key in planned:
+        data, extension = encoded[key][1].result()
         results.append(RenderedThumbnail(spec, data, output.width, output.height, extension))
     return results
+
+
+def _start_encode(
+    image: Image.Image, spec: ThumbnailSpec, source_format: str, icc: bytes | None, here: bool
+) -> Future[tuple[bytes, str]]:
+    """Encode on this thread (``here``, the last size) or hand it to a pool thread."""
+    if not here:
+        return background.submit(_encode, image, spec, source_format, icc, True)
+    task: Future[tuple[bytes, str]] = Future()
+    task.set_result(_encode(image, spec, source_format, icc))
+    return task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -436,3 +437,91 @@ def test_geometry_property_on_jpeg(width, height, boxes):
             scale = min(s.width / width, s.height / height, 1.0)
             assert r.width <= s.width and r.height <= s.height
             assert abs(r.width - width * scale) <= 1 and abs(r.height - height * scale) <= 1
+
+
+# ---------------------------------------------------------------------------
+# Encoding on a pool thread while the next size is resized
+# ---------------------------------------------------------------------------
+
+
+def test_every_size_but_the_last_is_encoded_on_a_pool_thread(monkeypatch):
+    calls = []
+    real = imaging._encode
+
+    def recording(image, s, source_format, icc, release_gil=False):
+        calls.append((s.name, threading.current_thread().name, release_gil))
+        return real(image, s, source_format, icc, release_gil)
+
+    monkeypatch.setattr(imaging, "_encode", recording)
+    specs = [spec(100, 100, name="small"), spec(400, 400, name="large"), spec(200, 200, name="mid")]
+    results = render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
+    here = threading.current_thread().name
+    # Pool threads may start in any order, so compare by name.
+    assert {name: (thread == here, release) for name, thread, release in calls} == {
+        "large": (False, True),
+        "mid": (False, True),
+        "small": (True, False),
+    }
+    assert [(r.spec.name, r.width) for r in results] == [
+        ("large", 400),
+        ("mid", 200),
+        ("small", 100),
+    ]
+
+
+def test_pool_encoding_gives_the_bytes_of_a_plain_encode(monkeypatch):
+    specs = [
+        spec(400, 400, name="a"),
+        spec(200, 200, name="b", format="webp"),
+        spec(60, 60, name="c"),
+    ]
+    threaded = render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
+    real = imaging._start_encode
+
+    def encode_here(image, s, source_format, icc, here):
+        return real(image, s, source_format, icc, True)
+
+    monkeypatch.setattr(imaging, "_start_encode", encode_here)
+    inline = render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
+    assert [r.data for r in threaded] == [r.data for r in inline]
+
+
+def test_a_failed_pool_encode_reaches_the_caller_after_every_encode_ended(monkeypatch):
+    ended = []
+    real = imaging._encode
+
+    def failing(image, s, source_format, icc, release_gil=False):
+        try:
+            if s.name == "a":
+                raise OSError("encoder exploded")
+            return real(image, s, source_format, icc, release_gil)
+        finally:
+            ended.append(s.name)
+
+    monkeypatch.setattr(imaging, "_encode", failing)
+    specs = [spec(400, 400, name="a"), spec(200, 200, name="b"), spec(60, 60, name="c")]
+    with pytest.raises(OSError, match="encoder exploded"):
+        render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
+    assert sorted(ended) == ["a", "b", "c"]
+
+
+def test_a_failed_resize_waits_for_the_encodes_already_started(monkeypatch):
+    ended = []
+    real_encode, real_resize = imaging._encode, imaging._resize
+
+    def slow_encode(image, s, source_format, icc, release_gil=False):
+        result = real_encode(image, s, source_format, icc, release_gil)
+        ended.append(s.name)
+        return result
+
+    def resize(image, size):
+        if size[0] < 100:
+            raise MemoryError("no room for the small one")
+        return real_resize(image, size)
+
+    monkeypatch.setattr(imaging, "_encode", slow_encode)
+    monkeypatch.setattr(imaging, "_resize", resize)
+    specs = [spec(400, 400, name="a"), spec(60, 60, name="c")]
+    with pytest.raises(MemoryError):
+        render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
+    assert ended == ["a"]  # the started encode had finished when the error came out
