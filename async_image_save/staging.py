@@ -26,8 +26,6 @@ from async_image_save.exceptions import PayloadDecodeError, PayloadMissing
 KiB = 1024
 MiB = 1024 * KiB
 _KEY_RE = re.compile(r"[0-9a-f]{32}")
-#: Below this a copy costs less than a redis-py pipeline (about 0.15 ms to build).
-JOIN_BELOW_BYTES = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -140,17 +138,34 @@ class RedisStager(Stager):
         self.client.set(self.prefix + key, data, ex=self.ttl)
 
     def put_parts(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        if sum(len(p) for p in parts) <= JOIN_BELOW_BYTES:
-            # Small: one SET of the joined bytes beats building a pipeline.
-            self.client.set(self.prefix + key, b"".join(parts), ex=self.ttl)
-            return
-        # SET the first part, APPEND the rest in one round trip; redis-py sends
-        # memoryviews as they are, so the file bytes are never copied here.
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.prefix + key, memoryview(parts[0]), ex=self.ttl)
-        for part in parts[1:]:
-            pipe.append(self.prefix + key, memoryview(part))
-        pipe.execute()
+        # One SET whose value is written to the socket part by part: the file
+        # bytes are never copied here, and Redis keeps the value as it reads it.
+        # (A SET of the header plus an APPEND of the bytes made Redis copy them
+        # into a buffer twice their size.) redis-py can only send a value that
+        # is one object, so the command is framed here, in RESP.
+        name = (self.prefix + key).encode()
+        ttl = str(self.ttl).encode()
+        size = sum(len(part) for part in parts)
+        head = b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(name), name, size)
+        tail = b"\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)
+        self._send_packed([head, *parts, tail])
+
+    def _send_packed(self, chunks: list[bytes | bytearray | memoryview]) -> None:
+        """Send one RESP command given as ``chunks``, with redis-py's connection retries."""
+        pool = self.client.connection_pool
+        try:
+            connection = pool.get_connection()
+        except TypeError:  # redis-py 5 requires a command name
+            connection = pool.get_connection("SET")
+        try:
+
+            def send() -> None:
+                connection.send_packed_command(chunks)
+                connection.read_response()  # raises redis.ResponseError on an error reply
+
+            connection.retry.call_with_retry(send, lambda _error: connection.disconnect())
+        finally:
+            pool.release(connection)
 
     def get(self, key: str) -> bytes:
         data = self.client.get(self.prefix + key)

@@ -3,16 +3,21 @@
 Same geometry as the Pillow engine (sizes from ``imaging._intermediate_size``),
 but libvips shrinks on load and resamples faster. The first spec is made with
 ``thumbnail_buffer`` (one decode, EXIF rotation applied, colour converted to
-sRGB), every smaller one from the previous with ``thumbnail_image``. Animated
-specs are handed to the Pillow engine.
+sRGB), every smaller one from the previous with ``thumbnail_image``, while a
+pool thread encodes the size before. Animated specs are handed to the Pillow
+engine.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from concurrent.futures import Future, wait
+from contextlib import contextmanager
 from typing import IO, Any
 
+from async_image_save import background
 from async_image_save.exceptions import ImageRejected
 from async_image_save.imaging import (
     _EXTENSIONS,
@@ -62,32 +67,55 @@ class VipsEngine:
             with source:
                 results = render_thumbnails(source, animated_specs)
         ordered = sorted(still, key=lambda s: _scale_needed(s, width, height), reverse=True)
+        # Every size but the last is encoded on a pool thread while this one makes
+        # the next size (libvips runs without the GIL); the last is encoded here.
+        encodes: list[tuple[ThumbnailSpec, Any, Future[tuple[bytes, str]]]] = []
         working: Any = None
-        for spec in ordered:
-            w, h = _intermediate_size(spec, width, height)
-            try:
-                if working is None:
-                    # Decoded once, sequentially: keep it in memory for the cascade.
-                    # Colour management only when there is something to convert:
-                    # it costs 4x the whole thumbnail on a plain sRGB JPEG.
-                    extra = {"export_profile": "srgb"} if needs_colour else {}
-                    if local:
-                        first = pyvips.Image.thumbnail(path, w, height=h, size="force", **extra)
+        try:
+            for index, spec in enumerate(ordered):
+                w, h = _intermediate_size(spec, width, height)
+                with _libvips_errors():
+                    if working is None:
+                        # Decoded once, sequentially: keep it in memory for the cascade.
+                        # Colour management only when there is something to convert:
+                        # it costs 4x the whole thumbnail on a plain sRGB JPEG.
+                        extra = {"export_profile": "srgb"} if needs_colour else {}
+                        if local:
+                            first = pyvips.Image.thumbnail(path, w, height=h, size="force", **extra)
+                        else:
+                            first = pyvips.Image.thumbnail_buffer(
+                                data, w, height=h, size="force", **extra
+                            )
+                        working = first.copy_memory()
+                    elif (w, h) != (working.width, working.height):
+                        working = working.thumbnail_image(w, height=h, size="force").copy_memory()
+                    output = _crop(working, spec) if spec.fit == "crop" else working
+                    if index == len(ordered) - 1:
+                        task: Future[tuple[bytes, str]] = Future()
+                        task.set_result(_encode(output, spec, source_format))
                     else:
-                        first = pyvips.Image.thumbnail_buffer(
-                            data, w, height=h, size="force", **extra
-                        )
-                    working = first.copy_memory()
-                elif (w, h) != (working.width, working.height):
-                    working = working.thumbnail_image(w, height=h, size="force").copy_memory()
-                output = _crop(working, spec) if spec.fit == "crop" else working
-                body, extension = _encode(output, spec, source_format)
-            except pyvips.Error as exc:
-                raise ImageRejected(
-                    f"libvips could not process the image: {exc}", code="damaged_image"
-                ) from exc
+                        task = background.submit(_encode, output, spec, source_format)
+                encodes.append((spec, output, task))
+        finally:
+            wait([task for _spec, _output, task in encodes])  # none outlives this call
+        for spec, output, task in encodes:
+            with _libvips_errors():
+                body, extension = task.result()
             results.append(RenderedThumbnail(spec, body, output.width, output.height, extension))
         return results
+
+
+@contextmanager
+def _libvips_errors() -> Iterator[None]:
+    """A libvips error on the image is ``ImageRejected("damaged_image")``."""
+    import pyvips
+
+    try:
+        yield
+    except pyvips.Error as exc:
+        raise ImageRejected(
+            f"libvips could not process the image: {exc}", code="damaged_image"
+        ) from exc
 
 
 def _crop(image: Any, spec: ThumbnailSpec) -> Any:

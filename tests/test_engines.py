@@ -91,3 +91,62 @@ def test_animated_spec_keeps_frames_and_still_spec_takes_the_first(engine):
     with Image.open(io.BytesIO(out["still"].data)) as im:
         assert getattr(im, "n_frames", 1) == 1
         assert im.convert("RGB").getpixel((5, 5))[0] < 20  # frame 0 is black
+
+
+def _record_encode_threads(monkeypatch, module) -> list[tuple[str, bool]]:
+    """Patch ``module._encode`` to note (spec name, ran on the calling thread)."""
+    import threading
+
+    calls: list[tuple[str, bool]] = []
+    real, here = module._encode, threading.current_thread()
+
+    def recording(image, spec, *args, **kwargs):
+        calls.append((spec.name, threading.current_thread() is here))
+        return real(image, spec, *args, **kwargs)
+
+    monkeypatch.setattr(module, "_encode", recording)
+    return calls
+
+
+def test_engines_encode_every_size_but_the_last_on_a_pool_thread(engine, monkeypatch):
+    import importlib
+
+    module = importlib.import_module(type(engine).__module__)
+    if module.__name__ == "async_image_save.engines":
+        module = importlib.import_module("async_image_save.imaging")
+    calls = _record_encode_threads(monkeypatch, module)
+    specs = [
+        ThumbnailSpec.from_options("large", {"size": (300, 300)}),
+        ThumbnailSpec.from_options("mid", {"size": (120, 120)}),
+        ThumbnailSpec.from_options("small", {"size": (40, 40)}),
+    ]
+    with open(FILES / "photo.jpg", "rb") as fp:
+        results = engine.render(fp, specs)
+    assert dict(calls) == {"large": False, "mid": False, "small": True}
+    assert [(r.spec.name, r.width) for r in results] == [
+        ("large", 300),
+        ("mid", 120),
+        ("small", 40),
+    ]
+
+
+def test_vips_encode_error_on_a_pool_thread_is_a_damaged_image(monkeypatch):
+    vips = pytest.importorskip("async_image_save.vips")
+    import pyvips
+
+    real = vips._encode
+
+    def failing(image, spec, source_format):
+        if spec.name == "large":  # the size encoded on the pool thread
+            raise pyvips.Error("webpsave: out of memory")
+        return real(image, spec, source_format)
+
+    monkeypatch.setattr(vips, "_encode", failing)
+    specs = [
+        ThumbnailSpec.from_options("large", {"size": (300, 300)}),
+        ThumbnailSpec.from_options("small", {"size": (40, 40)}),
+    ]
+    with open(FILES / "photo.jpg", "rb") as fp, pytest.raises(ImageRejected) as caught:
+        vips.VipsEngine().render(fp, specs)
+    assert caught.value.code == "damaged_image"
+    assert "out of memory" in str(caught.value)

@@ -205,6 +205,73 @@ def test_redis_stager_ttl_follows_setting(redis_stager, settings):
     assert 0 < stager.client.ttl(stager.prefix + key) <= 120
 
 
+@pytest.mark.parametrize("size", [0, 10, 70_000, 1_100_000])
+def test_redis_stager_put_parts_stores_one_value_with_ttl(redis_stager, size):
+    stager, keys = redis_stager
+    key = uuid.uuid4().hex
+    keys.append(key)
+    body = os.urandom(size)
+    parts = (b"AIS\x01header", memoryview(body), bytearray(b"tail"), b"")
+    stager.put_parts(key, parts)
+    assert stager.get(key) == b"".join(bytes(part) for part in parts)
+    assert stager.client.type(stager.prefix + key) == b"string"  # what workers GET
+    assert 0 < stager.client.ttl(stager.prefix + key) <= conf.ASYNC_IMAGE_SAVE_STAGING_TTL
+
+
+def test_redis_stager_put_parts_overwrites(redis_stager):
+    stager, keys = redis_stager
+    key = uuid.uuid4().hex
+    keys.append(key)
+    stager.put_parts(key, (b"first", b"-long-value"))
+    stager.put_parts(key, (b"2nd",))
+    assert stager.get(key) == b"2nd"
+
+
+def test_redis_stager_put_parts_error_reply_is_raised_and_the_connection_stays_usable(
+    redis_stager,
+):
+    import redis
+
+    stager, keys = redis_stager
+    key = uuid.uuid4().hex
+    keys.append(key)
+    stager.ttl = 0  # Redis refuses "EX 0"
+    with pytest.raises(redis.ResponseError, match="expire"):
+        stager.put_parts(key, (b"head", b"body"))
+    assert stager.client.exists(stager.prefix + key) == 0
+    stager.ttl = 60
+    stager.put_parts(key, (b"head", b"body"))  # the pooled connection is not out of step
+    assert stager.get(key) == b"headbody"
+    assert stager.client.ping()
+
+
+def test_redis_stager_put_parts_reconnects_after_the_server_dropped_the_connection(
+    redis_stager,
+):
+    stager, keys = redis_stager
+    key = uuid.uuid4().hex
+    keys.append(key)
+    stager.put_parts(key, (b"warm",))  # a pooled connection now exists
+    client_id = _pooled_client_id(stager)
+    admin = type(stager.client).from_url(
+        os.environ.get("AIS_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    assert admin.client_kill_filter(_id=client_id) == 1  # only our own connection
+    stager.put_parts(key, (b"after", b" reconnect"))
+    assert stager.get(key) == b"after reconnect"
+    admin.close()
+
+
+def _pooled_client_id(stager) -> int:
+    pool = stager.client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("CLIENT", "ID")
+        return int(connection.read_response())
+    finally:
+        pool.release(connection)
+
+
 def test_redis_stager_missing(redis_stager):
     stager, _ = redis_stager
     with pytest.raises(PayloadMissing, match="expired"):
