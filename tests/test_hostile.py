@@ -208,10 +208,10 @@ def _bug(reason: str) -> tuple[Any, ...]:
 
 LEAKS_OPEN_ERROR = _bug(
     "imaging.open_image() only wraps UnidentifiedImageError; Pillow raises OSError/ValueError "
-    "from Image.open() for broken headers. validate_image() lets it escape, "
-    "processing._save_claimed() does not catch it, so save_upload() raises, the lease is "
-    "released and the job stays 'pending' with no error_code (a Celery task error, acked, never "
-    "retried). Expected: failed/damaged_image (or not_an_image)."
+    "from Image.open() for broken headers. validate_image() lets it escape "
+    "job_input.unpack(), processing._save_claimed() does not catch it, so save_upload() "
+    "raises, the lease is released and the job stays 'pending' with no error_code (a Celery "
+    "task error, acked, never retried). Expected: failed/damaged_image (or not_an_image)."
 )
 
 REFUSED = [
@@ -434,7 +434,7 @@ def test_exif_orientation_8_is_applied_to_thumbnails_only(media, queue):
 EMPTY_AFTER_DJANGO = _bug(
     "sanitize_name() keeps names made only of characters Django's get_valid_name() drops "
     "(emoji, punctuation); FileField.generate_filename() then raises SuspiciousFileOperation "
-    "inside processing._write_file(), which wraps every exception as StorageFailure: the task "
+    "inside committing.write_file(), which wraps every exception as StorageFailure: the task "
     "retries ASYNC_IMAGE_SAVE_MAX_RETRIES times and ends failed/storage_error (retryable, the "
     "staged payload is kept for a retry that can never succeed). Expected: a fallback name "
     "(e.g. 'upload') or an immediate non-retryable failure."
