@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.base import ContentFile
+from django.core.files.storage import Storage
+from django.db import router, transaction
 from django.db.models.fields.files import FieldFile, ImageField
 
 from async_image_save.engines import get_engine
+from async_image_save.imaging import RenderedThumbnail
 from async_image_save.lookup import forget
 from async_image_save.models import Thumbnail
 from async_image_save.specs import ThumbnailSpec, specs_for
@@ -38,6 +43,8 @@ def generate_thumbnails(
     field_name: str,
     content_type: ContentType | None = None,
     only: list[str] | None = None,
+    *,
+    on_recorded: Callable[[], object] | None = None,
 ) -> list[Thumbnail]:
     """Render every spec of the field from one decode, store and record them.
 
@@ -45,48 +52,69 @@ def generate_thumbnails(
     file under the deterministic name is replaced and its record updated.
     ``content_type`` saves a lookup when the caller already has it; ``only``
     limits the work to those spec names.
+
+    The files are written first, then every record in one transaction, so a
+    page sees all of a source's new thumbnails or none of them.
+    ``on_recorded`` is called once, inside that transaction (the worker marks
+    the job ``done`` there, so a page never shows the thumbnails of a job that
+    still says ``saved``); it is called also when there is nothing to make.
     """
     field_file: FieldFile = getattr(instance, field_name)
     specs = [s for s in field_specs(instance, field_name) if not only or s.name in only]
     if not field_file or not specs:
+        if on_recorded is not None:
+            on_recorded()
         return []
     storage = field_file.storage
     source_name = field_file.name
     with storage.open(source_name, "rb") as fp:
         rendered = get_engine().render(fp, specs)
     content_type = content_type or ContentType.objects.get_for_model(type(instance))
-    records = []
-    for item in rendered:
-        name = thumbnail_name(source_name, item.spec, item.extension)
-        if storage.exists(name):
-            storage.delete(name)
-        try:
-            stored = storage.save(name, ContentFile(item.data))
-        except Exception:
-            # A full disk or a dropped connection: no truncated thumbnail may stay.
-            with contextlib.suppress(Exception):
-                if storage.exists(name):
-                    storage.delete(name)
-            raise
-        if stored != name and storage.exists(name):
-            # Another worker wrote the same deterministic thumbnail meanwhile (its lease
-            # ran out under it): same bytes, so keep one file, not two.
-            storage.delete(stored)
-            stored = name
-        record, _ = Thumbnail.objects.update_or_create(
-            source_name=source_name,
-            spec=item.spec.name,
-            defaults={
-                "content_type": content_type,
-                "object_id": str(instance.pk),
-                "field_name": field_name,
-                "spec_hash": item.spec.digest,
-                "name": stored,
-                "width": item.width,
-                "height": item.height,
-                "size": len(item.data),
-            },
-        )
-        forget(source_name, item.spec)
-        records.append(record)
+    stored = [
+        (item, _store(storage, thumbnail_name(source_name, item.spec, item.extension), item))
+        for item in rendered
+    ]
+    using = router.db_for_write(Thumbnail)
+    with transaction.atomic(using=using):
+        records = []
+        for item, name in stored:
+            record, _ = Thumbnail.objects.update_or_create(
+                source_name=source_name,
+                spec=item.spec.name,
+                defaults={
+                    "content_type": content_type,
+                    "object_id": str(instance.pk),
+                    "field_name": field_name,
+                    "spec_hash": item.spec.digest,
+                    "name": name,
+                    "width": item.width,
+                    "height": item.height,
+                    "size": len(item.data),
+                },
+            )
+            # After commit: a page must not cache the old record again meanwhile.
+            transaction.on_commit(partial(forget, source_name, item.spec), using=using)
+            records.append(record)
+        if on_recorded is not None:
+            on_recorded()
     return records
+
+
+def _store(storage: Storage, name: str, item: RenderedThumbnail) -> str:
+    """Write one thumbnail under its deterministic ``name``; return the name it got."""
+    if storage.exists(name):
+        storage.delete(name)
+    try:
+        stored = storage.save(name, ContentFile(item.data))
+    except Exception:
+        # A full disk or a dropped connection: no truncated thumbnail may stay.
+        with contextlib.suppress(Exception):
+            if storage.exists(name):
+                storage.delete(name)
+        raise
+    if stored != name and storage.exists(name):
+        # Another worker wrote the same deterministic thumbnail meanwhile (its lease
+        # ran out under it): same bytes, so keep one file, not two.
+        storage.delete(stored)
+        stored = name
+    return stored

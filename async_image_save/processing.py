@@ -277,14 +277,21 @@ def make_thumbnails(job_id: str) -> str:
         return _fail(
             job, "object_missing", "The object was deleted before its thumbnails were made."
         )
+    marked_done: list[bool] = []
     try:
-        records = generate_thumbnails(instance, job.field_name, job.content_type)
+        # The job turns done in the transaction that records the thumbnails.
+        records = generate_thumbnails(
+            instance,
+            job.field_name,
+            job.content_type,
+            on_recorded=lambda: marked_done.append(status.mark_done(job.pk)),
+        )
     except ImageRejected as exc:
         return _fail(job, exc.code, str(exc))
     except Exception as exc:
         _release_quietly(job.pk, claim.token)
         raise StorageFailure(job_id, exc) from exc
-    if status.mark_done(job.pk):
+    if marked_done[0]:
         job.refresh_from_db()
         send_robust(thumbnails_ready, sender=type(instance), job=job, thumbnails=records)
     return State.DONE

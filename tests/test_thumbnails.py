@@ -189,6 +189,49 @@ def test_generate_thumbnails_nothing_to_do():
     assert Thumbnail.objects.count() == 0
 
 
+def test_generate_thumbnails_calls_on_recorded_once_even_with_nothing_to_do():
+    calls = []
+    assert (
+        generate_thumbnails(Photo.objects.create(), "image", on_recorded=lambda: calls.append(1))
+        == []
+    )
+    assert calls == [1]
+
+
+def test_generate_thumbnails_on_recorded_sees_every_record():
+    photo = saved_photo()
+    seen = []
+
+    def on_recorded():
+        seen.append(
+            sorted(
+                Thumbnail.objects.filter(source_name=photo.image.name).values_list(
+                    "spec", flat=True
+                )
+            )
+        )
+
+    generate_thumbnails(photo, "image", on_recorded=on_recorded)
+    assert seen == [["medium", "small"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_records_and_on_recorded_commit_together(media_root):
+    """A failure in the callback (the job's move to done) leaves no record behind."""
+    photo = saved_photo()
+
+    def fail():
+        raise RuntimeError("the job's UPDATE failed")
+
+    with pytest.raises(RuntimeError, match="UPDATE failed"):
+        generate_thumbnails(photo, "image", on_recorded=fail)
+    assert Thumbnail.objects.filter(source_name=photo.image.name).count() == 0
+    # The files are written before the transaction; a second run replaces them in place.
+    records = generate_thumbnails(photo, "image")
+    assert len(records) == 2
+    assert len(os.listdir(media_root / "photos" / "thumbs")) == 2
+
+
 def test_generate_thumbnails_disabled_per_field(settings):
     settings.ASYNC_IMAGE_SAVE_THUMBNAILS = {"tests.Photo.image": {}}
     photo = saved_photo()
