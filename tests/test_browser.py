@@ -418,6 +418,9 @@ def test_admin_upload_shows_placeholder_then_thumbnail(demo_site, new_page):
         return img.count() == 1 and "/media/" in (img.get_attribute("src") or "")
 
     wait_until(thumbnail_shown, 15, "no thumbnail in the change form", demo_site.worker_log)
+    # status.js may have swapped the thumbnail into a page rendered while the job ran,
+    # whose state text is the server's from then: render the page again to read it.
+    page.goto(change_url)
     status = page.locator(".field-async_image_status .readonly").inner_text()
     assert status.startswith("image: done"), status
     page.locator(".field-async_image_status img").evaluate("i => i.decode()")
