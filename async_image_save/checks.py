@@ -235,7 +235,7 @@ def check_queued_storages(app_configs: Any = None, **kwargs: Any) -> list[checks
     from django.core.cache import InvalidCacheBackendError, caches
     from django.core.cache.backends.locmem import LocMemCache
 
-    from async_image_save.storage import iter_queued_storages
+    from async_image_save.storage_registry import iter_queued_storages
 
     try:
         found = list(iter_queued_storages())

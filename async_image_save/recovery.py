@@ -211,7 +211,8 @@ def recover_transfers(
     """
     from django.core.exceptions import ImproperlyConfigured
 
-    from async_image_save.storage import RETRYABLE_CODES, resolve_storage
+    from async_image_save.storage_registry import resolve_storage
+    from async_image_save.transfer_state import RETRYABLE_CODES
 
     FileState = QueuedFile.State
     now = timezone.now()

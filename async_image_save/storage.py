@@ -10,13 +10,14 @@ local copy, afterwards from the remote one.
 
 The row is the truth; Django's cache mirrors its state, so rendering a page
 of URLs costs neither a query per file nor any call to the remote storage.
+That bookkeeping is in :mod:`async_image_save.transfer_state`, finding the
+configured storages by identity in :mod:`async_image_save.storage_registry`;
+both are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -24,8 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files import File
 from django.core.files.storage import Storage
-from django.db import connections, router, transaction
-from django.db.models import QuerySet
+from django.db import router, transaction
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from django.utils.functional import cached_property
@@ -35,36 +35,33 @@ from async_image_save import transfer as transfer_tasks  # also registers the ta
 from async_image_save.conf import conf
 from async_image_save.models import QueuedFile
 
+# Re-exported: these were defined here before the registry and the row/cache
+# bookkeeping moved to their own modules, and are still imported from here.
+from async_image_save.storage_registry import (  # noqa: F401
+    fail_unresolved,
+    iter_queued_storages,
+    resolve_storage,
+)
+from async_image_save.transfer_state import (  # noqa: F401
+    _UNKNOWN,
+    FAILED,
+    LOCAL,
+    MAX_ERROR_LENGTH,
+    REMOTE,
+    RETRYABLE_CODES,
+    TRANSFERRING,
+    State,
+    TransferStateMixin,
+    _cache,
+    _cache_key,
+    cut,
+)
+
 logger = logging.getLogger("async_image_save")
-
-State = QueuedFile.State
-LOCAL, TRANSFERRING, REMOTE, FAILED = State.LOCAL, State.TRANSFERRING, State.REMOTE, State.FAILED
-#: Failure codes that ``async_image_save_recover --transfers --retry-failed`` sends again.
-RETRYABLE_CODES = frozenset({"remote_error", "verify_failed", "not_queued", "database_error"})
-#: Cached for names without a row (files not written through this storage).
-_UNKNOWN = "-"
-MAX_ERROR_LENGTH = 4000
-
-
-def _cache() -> Any:
-    from django.core.cache import caches
-
-    return caches[conf.ASYNC_IMAGE_SAVE_STORAGE_CACHE]
-
-
-def _cache_key(identity: str, name: str) -> str:
-    # Hashed: memcached refuses keys over 250 bytes or with spaces.
-    digest = hashlib.sha256(f"{identity}\0{name}".encode()).hexdigest()[:40]
-    return f"async_image_save:qs:{digest}"
-
-
-def cut(error: object) -> str:
-    """``error`` as text, cut so that a huge traceback cannot bloat the row."""
-    return str(error)[:MAX_ERROR_LENGTH]
 
 
 @deconstructible(path="async_image_save.storage.QueuedStorage")
-class QueuedStorage(Storage):
+class QueuedStorage(TransferStateMixin, Storage):
     """A storage that saves locally at once and transfers to ``remote`` in a Celery task.
 
     ``local`` and ``remote`` are each an alias in ``STORAGES``, a dotted path
@@ -185,41 +182,6 @@ class QueuedStorage(Storage):
                 )
         return self._identity
 
-    # --- state: the row, mirrored in the cache ----------------------------------------------
-
-    def _key(self, name: str) -> str:
-        return _cache_key(self.identity, name)
-
-    def remember(self, name: str, state: str) -> None:
-        """Mirror ``state`` in the cache: ``remote`` for long, the others briefly."""
-        timeout = (
-            conf.ASYNC_IMAGE_SAVE_STORAGE_CACHE_TIMEOUT
-            if state == REMOTE
-            else conf.ASYNC_IMAGE_SAVE_STORAGE_PENDING_TIMEOUT
-        )
-        try:
-            _cache().set(self._key(name), state, timeout)
-        except Exception:  # the cache is only a mirror: a broken one must not break saves
-            logger.exception("async_image_save could not cache the state of %s", name)
-
-    def _forget(self, name: str) -> None:
-        try:
-            _cache().delete(self._key(name))
-        except Exception:
-            logger.exception("async_image_save could not uncache the state of %s", name)
-
-    def state_of(self, name: str) -> str | None:
-        """The state of ``name`` (cache first, then its row); ``None`` when it has no row."""
-        state = None
-        try:
-            state = _cache().get(self._key(name))
-        except Exception:
-            logger.exception("async_image_save could not read the cached state of %s", name)
-        if state is None:
-            state = self.state_of_row(name) or _UNKNOWN
-            self.remember(name, state)
-        return None if state == _UNKNOWN else state
-
     def _current(self, name: str) -> Storage:
         state = self.state_of(name)
         if state == REMOTE:
@@ -238,33 +200,6 @@ class QueuedStorage(Storage):
         using = router.db_for_write(QueuedFile)
         transaction.on_commit(partial(self.queue_transfer, stored), using=using)
         return stored
-
-    def _record_local(self, name: str) -> None:
-        """Insert the row in state ``local``, or reset an existing one (a name saved again)."""
-        fresh = {
-            "state": LOCAL,
-            "size": None,
-            "md5": "",
-            "error": "",
-            "error_code": "",
-            "attempts": 0,
-            "updated_at": timezone.now(),
-            "transferred_at": None,
-        }
-        using = router.db_for_write(QueuedFile)
-        if connections[using].features.supports_update_conflicts_with_target:
-            # One INSERT ... ON CONFLICT DO UPDATE instead of update_or_create()'s
-            # SELECT FOR UPDATE, savepoint and INSERT: this runs in the request.
-            QueuedFile.objects.using(using).bulk_create(
-                [QueuedFile(storage=self.identity, name=name, **fresh)],
-                update_conflicts=True,
-                unique_fields=["storage", "name"],
-                update_fields=list(fresh),
-            )
-        else:
-            QueuedFile.objects.using(using).update_or_create(
-                storage=self.identity, name=name, defaults=fresh
-            )
 
     def queue_transfer(self, name: str) -> None:
         """Send the transfer task for ``name`` now (``save()`` does this after commit).
@@ -349,85 +284,3 @@ class QueuedStorage(Storage):
         What the task runs; see :func:`~async_image_save.transfer.copy_to_remote`.
         """
         return transfer_tasks.copy_to_remote(self, name)
-
-    def state_of_row(self, name: str) -> str | None:
-        """The row's state, read from the database (never the cache)."""
-        return self.rows(name).values_list("state", flat=True).first()
-
-    def fail_transfer(self, name: str, code: str, error: str) -> bool:
-        """``local``/``transferring`` -> ``failed``; the local copy keeps being served."""
-        moved = (
-            self.rows(name)
-            .filter(state__in=(LOCAL, TRANSFERRING))
-            .update(state=FAILED, error_code=code, error=cut(error), updated_at=timezone.now())
-        )
-        if moved:
-            logger.warning("async_image_save transfer of %s failed (%s): %s", name, code, error)
-            self.remember(name, FAILED)
-        return bool(moved)
-
-    def rows(self, name: str) -> QuerySet[QueuedFile]:
-        """The state row of ``name`` (a queryset: every change is a filtered UPDATE)."""
-        return QueuedFile.objects.filter(storage=self.identity, name=name)
-
-
-def iter_queued_storages(*, strict: bool = True) -> Iterator[tuple[str, QueuedStorage]]:
-    """Every configured QueuedStorage with its identity: STORAGES aliases, then model fields.
-
-    A STORAGES entry that cannot be built raises ImproperlyConfigured, or is
-    skipped when ``strict`` is false.
-    """
-    from django.apps import apps
-    from django.core.files.storage import storages
-    from django.db.models import FileField
-
-    for alias, params in settings.STORAGES.items():
-        try:
-            backend = import_string(params["BACKEND"])
-        except (ImportError, KeyError):
-            continue
-        if isinstance(backend, type) and issubclass(backend, QueuedStorage):
-            try:
-                storage = storages[alias]
-            except ImproperlyConfigured:
-                if strict:
-                    raise
-                continue
-            yield f"storages:{alias}", storage
-    for model in apps.get_models():
-        for field in model._meta.local_concrete_fields:
-            if isinstance(field, FileField) and isinstance(field.storage, QueuedStorage):
-                yield f"field:{model._meta.label}.{field.name}", field.storage
-
-
-def resolve_storage(identity: str) -> QueuedStorage:
-    """The QueuedStorage named by ``identity``; ImproperlyConfigured naming it otherwise."""
-    from django.apps import apps
-    from django.core.files.storage import storages
-
-    kind, _, rest = identity.partition(":")
-    storage: Any = None
-    try:
-        if kind == "storages":
-            storage = storages[rest]
-        elif kind == "field":
-            label, _, field = rest.rpartition(".")
-            storage = apps.get_model(label)._meta.get_field(field).storage
-    except (LookupError, ValueError, ImproperlyConfigured) as exc:
-        raise ImproperlyConfigured(
-            f"No QueuedStorage {identity!r} here ({exc}); web and worker must run the same "
-            "STORAGES and models."
-        ) from exc
-    if not isinstance(storage, QueuedStorage):
-        raise ImproperlyConfigured(
-            f"{identity!r} is not a QueuedStorage in this process; web and worker must run the "
-            "same STORAGES and models."
-        )
-    return storage
-
-
-def fail_unresolved(identity: str, name: str, error: str) -> None:
-    """Fail the row of a transfer whose storage this process cannot find."""
-    QueuedFile.objects.filter(storage=identity, name=name, state__in=(LOCAL, TRANSFERRING)).update(
-        state=FAILED, error_code="storage_unresolved", error=cut(error), updated_at=timezone.now()
-    )

@@ -212,7 +212,7 @@ def _upload(
 
 
 def _record_error(storage: QueuedStorage, name: str, code: str, error: str) -> None:
-    from async_image_save.storage import cut
+    from async_image_save.transfer_state import cut
 
     storage.rows(name).filter(state=State.TRANSFERRING).update(
         error_code=code, error=cut(error), updated_at=timezone.now()
@@ -288,7 +288,7 @@ def _s3_fingerprint(storage: Any, name: str) -> Fingerprint | None:
 )
 def transfer_file(self: Any, storage: str, name: str) -> str:
     """Copy ``name`` of the QueuedStorage whose identity is ``storage`` to its remote."""
-    from async_image_save.storage import fail_unresolved, resolve_storage
+    from async_image_save.storage_registry import fail_unresolved, resolve_storage
 
     try:
         queued = resolve_storage(storage)
