@@ -27,8 +27,17 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
-def submit(function: Callable[..., T], *args: Any) -> Future[T]:
-    """Run ``function(*args)`` on the pool; the caller must call ``result()`` on the future."""
+def submit(function: Callable[..., T], *args: Any, here: bool = False) -> Future[T]:
+    """Run ``function(*args)`` on the pool; the caller must call ``result()`` on the future.
+
+    With ``here``, run it on this thread now instead and return a done future
+    (an exception is raised at once), so a caller that hands off all but its
+    last piece of work treats every piece alike.
+    """
+    if here:
+        done: Future[T] = Future()
+        done.set_result(function(*args))
+        return done
     global _pool
     with _lock:
         if _pool is None:

@@ -322,8 +322,13 @@ def _render_stills(
                 output = _crop(working, spec) if spec.fit == "crop" else working
             key = (id(output), spec.format, spec.quality, spec.progressive, spec.background)
             if key not in encoded:
+                # The last size is encoded here; freeing the GIL (an in-memory file) pays off
+                # only on the pool.
                 last = index == len(specs) - 1
-                encoded[key] = (output, _start_encode(output, spec, source_format, icc, last))
+                task = background.submit(
+                    _encode, output, spec, source_format, icc, not last, here=last
+                )
+                encoded[key] = (output, task)
             planned.append((spec, output, key))
     finally:
         # Every encode has ended before this returns or raises.
@@ -333,14 +338,3 @@ def _render_stills(
         data, extension = encoded[key][1].result()
         results.append(RenderedThumbnail(spec, data, output.width, output.height, extension))
     return results
-
-
-def _start_encode(
-    image: Image.Image, spec: ThumbnailSpec, source_format: str, icc: bytes | None, here: bool
-) -> Future[tuple[bytes, str]]:
-    """Encode on this thread (``here``, the last size) or hand it to a pool thread."""
-    if not here:
-        return background.submit(_encode, image, spec, source_format, icc, True)
-    task: Future[tuple[bytes, str]] = Future()
-    task.set_result(_encode(image, spec, source_format, icc))
-    return task

@@ -90,11 +90,8 @@ class VipsEngine:
                     elif (w, h) != (working.width, working.height):
                         working = working.thumbnail_image(w, height=h, size="force").copy_memory()
                     output = _crop(working, spec) if spec.fit == "crop" else working
-                    if index == len(ordered) - 1:
-                        task: Future[tuple[bytes, str]] = Future()
-                        task.set_result(_encode(output, spec, source_format))
-                    else:
-                        task = background.submit(_encode, output, spec, source_format)
+                    last = index == len(ordered) - 1
+                    task = background.submit(_encode, output, spec, source_format, here=last)
                 encodes.append((spec, output, task))
         finally:
             wait([task for _spec, _output, task in encodes])  # none outlives this call

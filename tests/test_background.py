@@ -38,3 +38,17 @@ def test_a_forked_child_gets_its_own_pool():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_submit_here_runs_on_this_thread_and_returns_a_done_future():
+    future = background.submit(lambda a: (a * 2, threading.current_thread().name), 4, here=True)
+    assert future.done()
+    assert future.result() == (8, threading.current_thread().name)
+
+
+def test_submit_here_raises_at_once():
+    def fail():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        background.submit(fail, here=True)

@@ -476,12 +476,12 @@ def test_pool_encoding_gives_the_bytes_of_a_plain_encode(monkeypatch):
         spec(60, 60, name="c"),
     ]
     threaded = render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
-    real = imaging._start_encode
+    real = imaging.background.submit
 
-    def encode_here(image, s, source_format, icc, here):
-        return real(image, s, source_format, icc, True)
+    def encode_here(encode, image, s, source_format, icc, release_gil=False, here=False):
+        return real(encode, image, s, source_format, icc, here=True)  # a plain BytesIO save
 
-    monkeypatch.setattr(imaging, "_start_encode", encode_here)
+    monkeypatch.setattr(imaging.background, "submit", encode_here)
     inline = render_thumbnails(io.BytesIO(read("photo.jpg")), specs)
     assert [r.data for r in threaded] == [r.data for r in inline]
 
