@@ -42,6 +42,7 @@ __all__ = [
     "unregister",
     "save_image",
     "thumbnail",
+    "wait_for_publishes",
 ]
 
 _LAZY = {
@@ -51,9 +52,11 @@ _LAZY = {
     "register": "async_image_save.specs",
     "unregister": "async_image_save.specs",
     "thumbnail": "async_image_save.thumbnails",
+    "wait_for_publishes": "async_image_save.dispatching",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from async_image_save.dispatching import wait_for_publishes
     from async_image_save.saving import process_stored, save_image
     from async_image_save.specs import ThumbnailSpec, register, unregister
     from async_image_save.thumbnails import thumbnail

@@ -161,7 +161,8 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         messages.append(
             checks.Warning(
                 "The Celery broker is Redis without a socket_timeout: if Redis stops "
-                "answering (but keeps the connection), publishing hangs the request.",
+                "answering (but keeps the connection), publishing hangs: the background "
+                "sends, then the requests once they send for themselves.",
                 hint='Set CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, '
                 '"socket_connect_timeout": 2} (and keep your visibility_timeout).',
                 id="async_image_save.W003",

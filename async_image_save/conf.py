@@ -48,6 +48,11 @@ class Settings:
         return self._get("ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES", None)
 
     @property
+    def ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND(self) -> bool:
+        """Send committed jobs' messages from a background thread, so requests never wait."""
+        return bool(self._get("ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND", True))
+
+    @property
     def ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES(self) -> int | None:
         """Smallest upload prepared on a background thread while it is hashed; None: never."""
         return self._get("ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES", 256 * 1024)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import uuid
 from concurrent.futures import Future
 from dataclasses import replace
@@ -13,16 +12,14 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.files import File
 from django.db import models, router, transaction
-from django.utils import timezone
 
-from async_image_save import background, status
+from async_image_save import background, dispatching
 from async_image_save.conf import conf
+from async_image_save.dispatching import dispatch
 from async_image_save.exceptions import InvalidUpload
 from async_image_save.models import ImageJob
 from async_image_save.payload import UploadPayload
 from async_image_save.staging import get_stager, inline_max_bytes
-
-logger = logging.getLogger("async_image_save")
 
 
 def file_field_names(model: type[models.Model]) -> list[str]:
@@ -92,14 +89,13 @@ def save_image(
 ) -> ImageJob:
     """Queue ``upload`` to be saved into ``instance.<field_name>`` by a Celery worker.
 
-    Reads the upload once and hashes it (an upload of
-    ``ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES`` or more while a background thread
-    prepares its message body or staged copy), records an
-    :class:`ImageJob` in the current transaction and sends the task when that
-    transaction commits (at once outside a transaction). Returns the job
-    immediately; its ``state`` is ``pending``. If the broker cannot be reached
-    at commit, the job is marked ``failed`` with code ``broker_unreachable``
-    and the error is logged.
+    Reads the upload once, hashing it as it reads, and records an
+    :class:`ImageJob` in the current transaction. When that transaction
+    commits (at once outside a transaction) the task is sent, by default from
+    a background thread so that the request never waits for the broker
+    (``ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND``). Returns the job immediately;
+    its ``state`` is ``pending``. If the broker cannot be reached, the job is
+    marked ``failed`` with code ``broker_unreachable`` and the error is logged.
     """
     _check_upload(upload)
     _check_target(instance, thumbnails, queue, user)
@@ -109,7 +105,10 @@ def save_image(
     durable = conf.ASYNC_IMAGE_SAVE_DURABLE
     job_id = uuid.uuid4()
     inline_limit = inline_max_bytes()
-    overlap = _overlap_with_hashing(upload, durable, using, inline_limit)
+    # Sent from a background thread, the message costs the request nothing to
+    # prepare: this thread only reads, hashes and records the upload.
+    in_background = conf.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND
+    overlap = None if in_background else _overlap_with_hashing(upload, durable, using, inline_limit)
     payload = UploadPayload.from_upload(upload, compute_sha256=overlap is None)
     head, data = payload.encode_parts(codec)
     staged = durable or len(head) + len(data) > inline_limit
@@ -143,8 +142,11 @@ def save_image(
             # The outbox: the payload commits or rolls back with the job row.
             stager.put_parts(job_id.hex, (head, data))
         else:
-            frame = (head, data) if staged else b"".join((head, data))
-    transaction.on_commit(lambda: dispatch(message, frame, stager, job, staging), using=using)
+            frame = (head, data)  # staged or joined by whichever thread sends it
+    transaction.on_commit(
+        lambda: dispatching.after_commit(dispatch, message, frame, stager, staging, job=job),
+        using=using,
+    )
     return job
 
 
@@ -211,61 +213,6 @@ def job_message(job: ImageJob, model_label: str | None = None) -> dict[str, Any]
     }
 
 
-def dispatch(
-    message: dict[str, Any],
-    frame: bytes | tuple[bytes, bytes | bytearray | memoryview] | None,
-    stager: Any,
-    job: ImageJob | None = None,
-    staging: Future[None] | None = None,
-) -> None:
-    """Stage the payload if needed and publish the task chain; on failure, fail the job.
-
-    Runs after commit, so the worker always finds the committed job row.
-    ``staging`` is a staging write already under way (it is waited for first).
-    """
-    from async_image_save.tasks import publish  # tasks imports Celery; keep it lazy
-
-    job_id = message["job_id"]
-    try:
-        if staging is not None:
-            staging.result()
-        if stager is not None:
-            if frame is not None:
-                stager.put_parts(job_id, frame if isinstance(frame, tuple) else (frame,))
-            body: bytes | str = stager.ref(job_id)
-        else:
-            body = frame if isinstance(frame, bytes) else b"".join(frame)
-        publish(message, body)
-        if stager is not None and stager.transactional:
-            # Confirmed: recovery only re-publishes outbox rows never confirmed.
-            ImageJob.objects.filter(pk=job_id).update(published_at=timezone.now())
-    except Exception as exc:  # any broker or staging client error ends the same way
-        if stager is not None and stager.transactional:
-            # Durable mode: the payload is safe in the outbox; the job stays pending
-            # and async_image_save_recover publishes it once the broker is back.
-            logger.warning(
-                "async_image_save could not publish job %s (%s); it stays in the outbox",
-                job_id,
-                exc,
-            )
-            return
-        # A payload staged before the publish failed is kept: the admin's "Retry"
-        # action and async_image_save_recover can still send it.
-        logger.exception("async_image_save could not queue job %s", job_id)
-        error = (
-            f"The job could not be queued ({type(exc).__name__}: {exc}). Check that the Celery "
-            "broker (and the staging store) is reachable; a staged upload can be retried, "
-            "an inline one must be uploaded again."
-        )
-        status.mark_failed(job_id, "broker_unreachable", error)
-        if job is not None:  # the caller's object says so too (outside a transaction)
-            job.state, job.error_code, job.error = (
-                ImageJob.State.FAILED,
-                "broker_unreachable",
-                error,
-            )
-
-
 def check_stored_name(name: Any) -> str:
     """Validate a storage name given to :func:`process_stored` (also re-run by the worker)."""
     if not isinstance(name, str) or not name.strip():
@@ -317,20 +264,8 @@ def process_stored(
     )
     message = job_message(job, instance._meta.label)
     using = router.db_for_write(ImageJob)
-    transaction.on_commit(lambda: _dispatch_stored(message, name, job), using=using)
+    transaction.on_commit(
+        lambda: dispatching.after_commit(dispatching.dispatch_stored, message, name, job=job),
+        using=using,
+    )
     return job
-
-
-def _dispatch_stored(message: dict[str, Any], name: str, job: ImageJob) -> None:
-    from async_image_save.tasks import publish_stored
-
-    try:
-        publish_stored(message, name)
-    except Exception as exc:
-        logger.exception("async_image_save could not queue job %s", message["job_id"])
-        error = (
-            f"The job could not be queued ({type(exc).__name__}: {exc}); "
-            "call process_stored() again."
-        )
-        status.mark_failed(message["job_id"], "broker_unreachable", error)
-        job.state, job.error_code, job.error = ImageJob.State.FAILED, "broker_unreachable", error

@@ -86,7 +86,13 @@ def _regenerate_in_process(args: tuple[Any, ...], **options: Any) -> None:
 
 @contextmanager
 def run_jobs_eagerly() -> Iterator[None]:
-    """Within the block, queued jobs run in this process when their transaction commits."""
+    """Within the block, queued jobs run in this process when their transaction commits.
+
+    They run on the committing thread (``ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND``
+    is off inside the block), so the job has ended when ``commit()`` returns.
+    """
+    from django.test import override_settings
+
     from async_image_save import tasks
 
     originals = (
@@ -99,7 +105,8 @@ def run_jobs_eagerly() -> Iterator[None]:
     tasks.publish_thumbnails = _thumbnails_in_process
     tasks.regenerate_thumbnails.apply_async = _regenerate_in_process
     try:
-        yield
+        with override_settings(ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND=False):
+            yield
     finally:
         (
             tasks.publish,

@@ -188,10 +188,11 @@ def tally(marks: list[str], what: str) -> str:
 # -- request_cost -------------------------------------------------------------------------
 
 BROKERS = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
-RC_VARIANTS = ("floor", "save_image", "apply_async", "fs_sync", "s3_sync")
+RC_VARIANTS = ("floor", "save_image", "save_sync", "apply_async", "fs_sync", "s3_sync")
 CHART_VARIANTS = {
     "floor": "floor",
     "save_image": "save_image",
+    "save_sync": "save_image, sent before it returns",
     "apply_async": "apply_async (inline)",
     "s3_sync": "S3Storage.save (sync)",
 }

@@ -56,6 +56,16 @@ def jpeg_bytes(
 
 
 @pytest.fixture
+def send_on_commit_thread(settings):
+    """Send messages on the committing thread instead of the background pool (the default).
+
+    For unit tests that capture ``tasks.publish`` in this process and read what was
+    sent, or the job's state, as soon as the commit returns.
+    """
+    settings.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND = False
+
+
+@pytest.fixture
 def image_upload():
     """Factory for an in-memory JPEG upload."""
 

@@ -572,7 +572,7 @@ def _op_upload(op: dict) -> dict:
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.db import transaction
 
-    from async_image_save import save_image
+    from async_image_save import save_image, wait_for_publishes
 
     model = apps.get_model(op.get("model", "tests.FaultPhoto"))
     data = Path(op["file"]).read_bytes()
@@ -581,7 +581,9 @@ def _op_upload(op: dict) -> dict:
         instance = model.objects.get(pk=op["pk"]) if op.get("pk") else model.objects.create()
         upload = SimpleUploadedFile(op.get("name", Path(op["file"]).name), data, "image/jpeg")
         job = save_image(upload, instance, queue=op.get("queue"))
-    elapsed = time.monotonic() - started  # the request's cost, on_commit dispatch included
+    elapsed = time.monotonic() - started  # the request's cost; the send is in the background
+    if not wait_for_publishes(timeout=120):
+        raise RuntimeError(f"job {job.pk.hex} was still being sent after 120 s")
     job.refresh_from_db()
     return {
         "job": job.pk.hex,

@@ -20,7 +20,7 @@ from async_image_save.thumbnails import thumbnail
 from tests.conftest import wait_for_job
 from tests.models import Document, Photo
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("send_on_commit_thread")]
 State = ImageJob.State
 
 

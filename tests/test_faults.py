@@ -688,27 +688,22 @@ def test_full_disk_while_writing_thumbnails_leaves_no_partial_thumbnail(rig):
     assert thumb_files(stem) == [], "no partial thumbnail at its final name"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Known limit: a broker that keeps the TCP connection but never answers (SIGSTOP) "
-    "holds the publish for the transport's socket_timeout (10 s in these settings; "
-    "RabbitMQ's connect timeout is ~4 s). A stopped broker (port closed) returns within 2 s "
-    "and is covered by test_broker_down_at_publish_*. Lower socket_timeout to bound it.",
-)
 @BOTH
 def test_frozen_broker_at_publish_durable_request_returns_within_2s(rig, broker):
     import subprocess
 
     stem = new_stem()
     pid = rig.server.proc.pid if broker == "redis" else rig.server.beam_pid
-    values = {"ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES": 2, "ASYNC_IMAGE_SAVE_DURABLE": True}
+    # The send waits out the transport's socket timeout (10 s in these settings, ~4 s to
+    # connect to RabbitMQ) on a pool thread; the driver waits for it before it reports.
+    values = {"ASYNC_IMAGE_SAVE_PUBLISH_MAX_RETRIES": 0, "ASYNC_IMAGE_SAVE_DURABLE": True}
     os.kill(pid, signal.SIGSTOP)  # the server process is frozen: connections hang
     try:
-        ups = drive(rig.env(**values), [rig.upload(stem, sized_jpeg(SMALL, seed=90))], timeout=8)
+        ups = drive(rig.env(**values), [rig.upload(stem, sized_jpeg(SMALL, seed=90))], timeout=40)
     except subprocess.TimeoutExpired:
         ups = None
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert ups is not None, "the request did not return within 8 s"
-    assert ups[0]["elapsed"] < 2.0, ups
+    assert ups is not None, "the send did not give up within the socket timeout"
+    assert ups[0]["elapsed"] < 2.0, ups  # the request itself never waited for the broker
     assert (ups[0]["state"], ups[0]["published"]) == ("pending", False)

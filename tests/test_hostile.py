@@ -50,6 +50,9 @@ from tests import hostile_inputs as H
 from tests.conftest import wait_for_job
 from tests.models import Photo
 
+# Every test here captures tasks.publish in this process and reads it as the commit returns.
+pytestmark = pytest.mark.usefixtures("send_on_commit_thread")
+
 MAX_NAME = Photo._meta.get_field("image").max_length
 
 

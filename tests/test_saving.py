@@ -30,7 +30,7 @@ from tests.conftest import jpeg_bytes
 from tests.faults import sized_jpeg
 from tests.models import Document, Note, Photo
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("send_on_commit_thread")]
 
 
 class PublishRecorder:

@@ -19,7 +19,7 @@ from async_image_save.signals import image_failed, image_saved, thumbnails_ready
 from async_image_save.testing import make_image_file, run_jobs_eagerly
 from tests.models import Photo
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("send_on_commit_thread")]
 State = ImageJob.State
 
 

@@ -220,6 +220,7 @@ def test_durable_mode_stages_in_the_callers_transaction_and_relays_after_commit(
     from async_image_save import recovery, save_image
 
     settings.ASYNC_IMAGE_SAVE_DURABLE = True
+    settings.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND = False  # read what was sent at once
     sent: list[tuple[str, str]] = []
     broker_down = False
 

@@ -13,7 +13,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from async_image_save import save_image, tasks
+from async_image_save import save_image, tasks, wait_for_publishes
 from async_image_save.models import ImageJob, Thumbnail
 from async_image_save.testing import (
     ImageJobTestMixin,
@@ -158,6 +158,7 @@ def test_outside_the_block_nothing_runs_in_process(
     photo = Photo.objects.create()
     with django_capture_on_commit_callbacks(execute=True):
         job = save_image(make_image_file(), photo)
+    assert wait_for_publishes()  # sent from the background pool, as by default
     assert sent == [job.pk.hex]
     job.refresh_from_db()
     assert job.state == State.PENDING

@@ -1,0 +1,164 @@
+"""Sending a committed job's message from the background pool (async_image_save.dispatching).
+
+``tasks.publish`` is replaced by a recorder that can hold the send, so each test
+sees what the request thread did before the message left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from celery import Celery, current_app
+from django.db import transaction
+
+from async_image_save import dispatching, process_stored, save_image, wait_for_publishes
+from async_image_save.models import ImageJob
+from async_image_save.testing import make_image_file
+from tests.models import Photo
+
+
+class HeldPublish:
+    """A stand-in for ``tasks.publish``: records each send and, until released, holds it."""
+
+    def __init__(self, *, hold_first_only: bool = False, error: Exception | None = None) -> None:
+        self.released = threading.Event()
+        self.hold_first_only = hold_first_only
+        self.error = error
+        self.sent: list[str] = []
+        self.threads: list[int] = []
+        self.apps: list[Celery] = []
+
+    def __call__(self, message: dict, body: bytes | str) -> None:
+        first = not self.threads
+        self.threads.append(threading.get_ident())
+        self.apps.append(current_app._get_current_object())
+        if first or not self.hold_first_only:
+            assert self.released.wait(10), "the test never released the send"
+        if self.error is not None:
+            raise self.error
+        self.sent.append(message["job_id"])
+
+
+@pytest.fixture
+def held(monkeypatch):
+    publish = HeldPublish()
+    monkeypatch.setattr("async_image_save.tasks.publish", publish)
+    monkeypatch.setattr("async_image_save.tasks.publish_stored", publish)
+    yield publish
+    publish.released.set()  # never leave a pool thread waiting
+    assert wait_for_publishes()
+
+
+@pytest.mark.django_db
+def test_save_image_returns_before_the_message_is_sent(held, django_capture_on_commit_callbacks):
+    photo = Photo.objects.create()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = save_image(make_image_file(), photo)
+    assert held.sent == []  # the commit returned; a pool thread is still sending
+    assert wait_for_publishes(timeout=0.05) is False
+    held.released.set()
+    assert wait_for_publishes() is True
+    assert held.sent == [job.pk.hex]
+    assert held.threads != [threading.get_ident()]
+
+
+@pytest.mark.django_db
+def test_process_stored_is_sent_from_the_pool_too(held, django_capture_on_commit_callbacks):
+    photo = Photo.objects.create()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = process_stored("uploads/direct.jpg", photo)
+    assert held.sent == []
+    held.released.set()
+    assert wait_for_publishes()
+    assert held.sent == [job.pk.hex]
+
+
+@pytest.mark.django_db
+def test_turned_off_the_commit_returns_after_the_send(
+    held, settings, django_capture_on_commit_callbacks
+):
+    settings.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND = False
+    held.released.set()
+    photo = Photo.objects.create()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = save_image(make_image_file(), photo)
+    assert held.sent == [job.pk.hex]
+    assert held.threads == [threading.get_ident()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_background_send_fails_the_job_and_logs_it(monkeypatch, caplog):
+    publish = HeldPublish(error=ConnectionError("broker down"))
+    publish.released.set()
+    monkeypatch.setattr("async_image_save.tasks.publish", publish)
+    photo = Photo.objects.create()
+    with caplog.at_level(logging.ERROR, logger="async_image_save"):
+        job = save_image(make_image_file(), photo)  # outside a transaction: sent at once
+        assert wait_for_publishes()
+    assert job.state == ImageJob.State.PENDING  # the pool thread never touches this object
+    job.refresh_from_db()
+    assert (job.state, job.error_code) == ("failed", "broker_unreachable")
+    assert "ConnectionError: broker down" in job.error
+    assert f"could not queue job {job.pk.hex}" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_durable_mode_confirms_the_publish_from_the_pool(held, settings):
+    settings.ASYNC_IMAGE_SAVE_DURABLE = True
+    held.released.set()
+    job = save_image(make_image_file(), Photo.objects.create())
+    assert wait_for_publishes()
+    job.refresh_from_db()
+    assert held.sent == [job.pk.hex]
+    assert job.published_at is not None  # written by the pool thread's own connection
+
+
+@pytest.mark.django_db
+def test_a_full_pool_sends_on_the_callers_thread(monkeypatch, django_capture_on_commit_callbacks):
+    publish = HeldPublish(hold_first_only=True)
+    monkeypatch.setattr("async_image_save.tasks.publish", publish)
+    monkeypatch.setattr(dispatching, "MAX_IN_FLIGHT", 1)
+    photo = Photo.objects.create()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            first = save_image(make_image_file("first.jpg"), photo)
+        with django_capture_on_commit_callbacks(execute=True):
+            second = save_image(make_image_file("second.jpg"), photo)
+        # The first send holds the only slot: the second went out on this thread.
+        assert publish.sent == [second.pk.hex]
+        assert publish.threads[1] == threading.get_ident() != publish.threads[0]
+    finally:
+        publish.released.set()
+    assert wait_for_publishes()
+    assert publish.sent == [second.pk.hex, first.pk.hex]
+
+
+@pytest.mark.django_db
+def test_the_callers_celery_app_is_current_in_the_pool(held, django_capture_on_commit_callbacks):
+    held.released.set()
+    previous = current_app._get_current_object()
+    app = Celery("test-dispatching", set_as_current=False)
+    app.set_current()  # this thread's app only, as a test or a multi-app project may do
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            save_image(make_image_file(), Photo.objects.create())
+        assert wait_for_publishes()
+    finally:
+        previous.set_current()
+    assert held.apps == [app]
+    assert held.threads != [threading.get_ident()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_the_committed_job_is_sent(held):
+    held.released.set()
+    photo = Photo.objects.create()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        save_image(make_image_file("rolled-back.jpg"), photo)
+        raise RuntimeError("the view failed after save_image()")
+    with transaction.atomic():
+        kept = save_image(make_image_file("kept.jpg"), photo)
+    assert wait_for_publishes()
+    assert held.sent == [kept.pk.hex]
