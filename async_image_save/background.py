@@ -1,10 +1,7 @@
 """A small per-process thread pool for work that can overlap the caller's.
 
-``save_image()`` has one of these threads stage a large upload, or join its
-inline message body, while the request thread hashes the same bytes and
-records the job: hashlib and socket writes release the GIL, so on a machine
-with two cores the costs overlap instead of adding up
-(``ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES`` sets the size from which it does).
+A web process sends committed jobs' messages on these threads
+(``dispatching.py``), so requests never wait for the broker.
 The Pillow thumbnail engine encodes one size on it while the worker's thread
 resizes the next (both release the GIL; see ``encoding.py``).
 The pool is created on first use and forgotten in a forked child (a prefork

@@ -68,7 +68,7 @@ def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 
 @checks.register()
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E003-E006, E012, E013, E015, E016, E018: sizes, TTL, retries, attempts and lease."""
+    """E003-E006, E012, E013, E015, E016: sizes, TTL, retries, attempts and lease."""
     errors = _int_setting(
         "ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES",
         conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES,
@@ -79,14 +79,6 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     if inline is not None:
         errors += _int_setting(
             "ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES", inline, minimum=0, error_id="async_image_save.E004"
-        )
-    background = conf.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES
-    if background is not None:
-        errors += _int_setting(
-            "ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES",
-            background,
-            minimum=0,
-            error_id="async_image_save.E018",
         )
     errors += _int_setting(
         "ASYNC_IMAGE_SAVE_STAGING_TTL",

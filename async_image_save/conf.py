@@ -53,11 +53,6 @@ class Settings:
         return bool(self._get("ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND", True))
 
     @property
-    def ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES(self) -> int | None:
-        """Smallest upload prepared on a background thread while it is hashed; None: never."""
-        return self._get("ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES", 256 * 1024)
-
-    @property
     def ASYNC_IMAGE_SAVE_STAGING(self) -> str | None:
         """Where larger payloads wait: redis, directory, database, storage; ``None``: per broker."""
         return self._get("ASYNC_IMAGE_SAVE_STAGING", None)

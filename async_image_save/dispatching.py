@@ -113,31 +113,30 @@ os.register_at_fork(after_in_child=_forget_in_flight)
 
 def dispatch(
     message: dict[str, Any],
-    frame: bytes | tuple[bytes, bytes | bytearray | memoryview] | None,
+    frame: tuple[bytes, bytes | bytearray | memoryview] | None,
     stager: Any,
-    staging: Future[None] | None = None,
     *,
     job: ImageJob | None = None,
 ) -> None:
     """Stage the payload if needed and publish the task chain; on failure, fail the job.
 
     Runs after commit, so the worker always finds the committed job row.
-    ``staging`` is a staging write already under way (it is waited for first).
-    ``job`` is the caller's object, also marked failed on failure (only when
-    this runs on the caller's thread).
+    ``frame`` is the payload as (prefix and header, file bytes): joined into the
+    message body, or staged when there is a ``stager``; ``None`` when the
+    (transactional) stager holds it already. ``job`` is the caller's object,
+    also marked failed on failure (only when this runs on the caller's thread).
     """
     from async_image_save.tasks import publish  # tasks imports Celery; keep it lazy
 
     job_id = message["job_id"]
     try:
-        if staging is not None:
-            staging.result()
         if stager is not None:
             if frame is not None:
-                stager.put_parts(job_id, frame if isinstance(frame, tuple) else (frame,))
+                stager.put_parts(job_id, frame)
             body: bytes | str = stager.ref(job_id)
         else:
-            body = frame if isinstance(frame, bytes) else b"".join(frame)  # type: ignore[arg-type]
+            assert frame is not None, "an inline payload travels in the frame"
+            body = b"".join(frame)
         publish(message, body)
         if stager is not None and stager.transactional:
             # Confirmed: recovery only re-publishes outbox rows never confirmed.

@@ -63,14 +63,10 @@ class UploadPayload:
     content_type_extra: dict[str, Any] | None = None
 
     @classmethod
-    def from_upload(
-        cls, upload: File, *, max_bytes: int | None = None, compute_sha256: bool = True
-    ) -> UploadPayload:
+    def from_upload(cls, upload: File, *, max_bytes: int | None = None) -> UploadPayload:
         """Read ``upload`` once, in chunks, hashing as it reads.
 
-        With ``compute_sha256=False`` the bytes are read but not hashed
-        (``sha256`` is None): :func:`async_image_save.save_image` hashes a large
-        upload while another thread stages it. Raises :class:`UploadTooLarge`
+        Raises :class:`UploadTooLarge`
         before reading when the declared size is over ``max_bytes`` (default
         ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES``), and while reading if the file turns
         out larger than it said.
@@ -79,14 +75,14 @@ class UploadPayload:
         declared = upload.size
         if declared is not None and declared > limit:
             raise _too_large(upload.name, declared, limit)
-        digest_state = hashlib.sha256() if compute_sha256 else None
+        digest_state = hashlib.sha256()
         data = _read_hashed(upload, declared, limit, digest_state)
         return cls(
             name=sanitize_name(upload.name),
             content_type=getattr(upload, "content_type", None),
             charset=getattr(upload, "charset", None),
             size=len(data),
-            sha256=digest_state.hexdigest() if digest_state is not None else None,
+            sha256=digest_state.hexdigest(),
             data=data,
             content_type_extra=getattr(upload, "content_type_extra", None) or None,
         )
@@ -271,7 +267,7 @@ def _too_large(name: str | None, size: int, limit: int) -> UploadTooLarge:
 
 
 def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) -> bytes | bytearray:
-    """Read the whole file once; hash each chunk as it arrives (unless ``digest`` is None)."""
+    """Read the whole file once; hash each chunk into ``digest`` as it arrives."""
     if upload.closed:
         upload.open("rb")
     if upload.seekable() if hasattr(upload, "seekable") else True:
@@ -282,10 +278,9 @@ def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) ->
         data = raw.getvalue()
         if len(data) > limit:
             raise _too_large(upload.name, len(data), limit)
-        if digest is not None:
-            view = memoryview(data)
-            for start in range(0, len(data), READ_CHUNK):
-                digest.update(view[start : start + READ_CHUNK])
+        view = memoryview(data)
+        for start in range(0, len(data), READ_CHUNK):
+            digest.update(view[start : start + READ_CHUNK])
         return data
     readinto = getattr(raw, "readinto", None)
     if declared is not None and readinto is not None:
@@ -298,8 +293,7 @@ def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) ->
         total += len(chunk)
         if total > limit:
             raise _too_large(upload.name, total, limit)
-        if digest is not None:
-            digest.update(chunk)
+        digest.update(chunk)
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -315,8 +309,7 @@ def _readinto_hashed(
         n = raw.readinto(view[filled : filled + READ_CHUNK])
         if not n:
             break
-        if digest is not None:
-            digest.update(view[filled : filled + n])
+        digest.update(view[filled : filled + n])
         filled += n
     view.release()
     del buf[filled:]
@@ -326,7 +319,6 @@ def _readinto_hashed(
             break
         if len(buf) + len(chunk) > limit:
             raise _too_large(name, len(buf) + len(chunk), limit)
-        if digest is not None:
-            digest.update(chunk)
+        digest.update(chunk)
         buf += chunk
     return buf

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import uuid
-from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.files import File
 from django.db import models, router, transaction
 
-from async_image_save import background, dispatching
+from async_image_save import dispatching
 from async_image_save.conf import conf
 from async_image_save.dispatching import dispatch
 from async_image_save.exceptions import InvalidUpload
@@ -101,74 +97,25 @@ def save_image(
     _check_target(instance, thumbnails, queue, user)
     field_name = resolve_field_name(instance, field_name)
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
-    using = router.db_for_write(ImageJob)
-    durable = conf.ASYNC_IMAGE_SAVE_DURABLE
-    job_id = uuid.uuid4()
-    inline_limit = inline_max_bytes()
-    # Sent from a background thread, the message costs the request nothing to
-    # prepare: this thread only reads, hashes and records the upload.
-    in_background = conf.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND
-    overlap = None if in_background else _overlap_with_hashing(upload, durable, using, inline_limit)
-    payload = UploadPayload.from_upload(upload, compute_sha256=overlap is None)
+    payload = UploadPayload.from_upload(upload)
     head, data = payload.encode_parts(codec)
-    staged = durable or len(head) + len(data) > inline_limit
+    staged = conf.ASYNC_IMAGE_SAVE_DURABLE or len(head) + len(data) > inline_max_bytes()
     stager = get_stager() if staged else None
-    staging: Future[None] | None = None
-    joining: Future[bytes] | None = None
-    if overlap == "stage" and stager is not None:
-        staging = background.submit(stager.put_parts, job_id.hex, (head, data))
-    elif overlap == "join" and not staged:
-        joining = background.submit(b"".join, (head, data))
-    try:
-        if payload.sha256 is None:  # hashed here while the other thread works
-            payload = replace(payload, sha256=hashlib.sha256(data).hexdigest())
-            if staging is None and joining is None:  # no thread took the unhashed frame
-                head, data = payload.encode_parts(codec)
-        job = _create_job(
-            job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue
-        )
-    except BaseException:
-        if staging is not None:  # no job will ever read it
-            with contextlib.suppress(Exception):
-                staging.result()
-                stager.delete(job_id.hex)  # type: ignore[union-attr]
-        raise
+    job_id = uuid.uuid4()
+    job = _create_job(job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue)
     message = job_message(job, instance._meta.label)
-    frame: Any = None
-    if joining is not None:
-        frame = joining.result()
-    elif staging is None:
-        if stager is not None and stager.transactional:
-            # The outbox: the payload commits or rolls back with the job row.
-            stager.put_parts(job_id.hex, (head, data))
-        else:
-            frame = (head, data)  # staged or joined by whichever thread sends it
+    frame: tuple[bytes, bytes | bytearray | memoryview] | None = (head, data)
+    if stager is not None and stager.transactional:
+        # The outbox: the payload commits or rolls back with the job row.
+        stager.put_parts(job_id.hex, (head, data))
+        frame = None
+    # Staging (if needed) and the publish happen once the job row is committed,
+    # by default on a background thread (dispatching.after_commit).
     transaction.on_commit(
-        lambda: dispatching.after_commit(dispatch, message, frame, stager, staging, job=job),
-        using=using,
+        lambda: dispatching.after_commit(dispatch, message, frame, stager, job=job),
+        using=router.db_for_write(ImageJob),
     )
     return job
-
-
-def _overlap_with_hashing(upload: File, durable: bool, using: str, inline_limit: int) -> str | None:
-    """What a background thread can do with a large upload while this one hashes it.
-
-    ``"stage"``: write it to the stager now. Only outside a transaction, where
-    the job commits before save_image() returns anyway (inside one, nothing
-    may leave the process before commit), and not to the caller's database.
-    ``"join"``: build the inline message body (one copy of the bytes).
-    ``None``: nothing worth a thread hand-off; the upload is hashed as it is read.
-    Frames built meanwhile have no sha256 in their header: the worker checks
-    the bytes against the job's, which is in the database before the task is sent.
-    """
-    size, least = upload.size, conf.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES
-    if durable or size is None or least is None or size < least:
-        return None
-    if size <= inline_limit:
-        return "join"
-    if transaction.get_connection(using).in_atomic_block or get_stager().transactional:
-        return None
-    return "stage"
 
 
 def _create_job(

@@ -100,19 +100,6 @@ def test_e004_inline_max_bytes_accepts_none_and_zero(settings, value):
     assert checks.check_limits() == []
 
 
-@pytest.mark.parametrize("value", [-1, "256k", 1.5, True])
-def test_e018_background_min_bytes(settings, value):
-    settings.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES = value
-    message = only(checks.check_limits(), "async_image_save.E018")
-    assert "ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES" in message.msg
-
-
-@pytest.mark.parametrize("value", [None, 0, 1024])
-def test_e018_background_min_bytes_accepts_none_and_sizes(settings, value):
-    settings.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES = value
-    assert checks.check_limits() == []
-
-
 @pytest.mark.parametrize("value", [59, 0, "1d", None])
 def test_e005_staging_ttl(settings, value):
     settings.ASYNC_IMAGE_SAVE_STAGING_TTL = value

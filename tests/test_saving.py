@@ -21,7 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 
 from async_image_save import save_image
-from async_image_save.exceptions import ChecksumMismatch, InvalidUpload, UploadTooLarge
+from async_image_save.exceptions import InvalidUpload, UploadTooLarge
 from async_image_save.models import ImageJob
 from async_image_save.payload import decode
 from async_image_save.signals import image_failed
@@ -474,35 +474,38 @@ def test_returns_pending_job_with_uuid(publish):
 
 
 # ---------------------------------------------------------------------------
-# Outside a transaction: a large upload is staged while it is hashed
+# Sent on the committing thread (this module's setting): no thread at all
 # ---------------------------------------------------------------------------
 
 
-#: ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES's default.
-BACKGROUND_MIN_BYTES = 256 * 1024
-
-
 def big_jpeg() -> bytes:
-    """A real JPEG of about twice the background threshold."""
-    return sized_jpeg(2 * BACKGROUND_MIN_BYTES)
+    """A real JPEG of about 512 KiB."""
+    return sized_jpeg(512 * 1024)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_large_upload_outside_transaction_is_staged_while_hashing(settings, publish, staging_dir):
-    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
+@pytest.mark.parametrize("inline_max", [0, 8 * 1024 * 1024], ids=["staged", "inline"])
+def test_sending_on_the_committing_thread_uses_no_thread(
+    settings, publish, staging_dir, monkeypatch, inline_max
+):
+    from async_image_save import background
+
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = inline_max
+    handed_off = []
+    monkeypatch.setattr(background, "submit", lambda *args, **kw: handed_off.append(args))
     data = big_jpeg()
     job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
-    assert job.sha256 == hashlib.sha256(data).hexdigest()
-    assert ImageJob.objects.get(pk=job.pk).sha256 == job.sha256
+    assert handed_off == []  # for servers where application threads never run
     [(_, body)] = publish.calls
-    assert body == job.staged_ref
-    staged = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
-    # Staged before the hash was known: the frame has none, the job row has it.
-    assert staged.sha256 is None
-    assert bytes(staged.data) == data
-    staged.verify(job.sha256)
-    with pytest.raises(ChecksumMismatch):
-        staged.verify(hashlib.sha256(b"other bytes").hexdigest())
+    if inline_max:
+        assert job.staged_ref == ""
+        frame = decode(body)
+    else:
+        assert body == job.staged_ref
+        frame = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
+    assert bytes(frame.data) == data
+    assert frame.sha256 == job.sha256 == hashlib.sha256(data).hexdigest()  # hashed as read
+    assert ImageJob.objects.get(pk=job.pk).sha256 == job.sha256
 
 
 @pytest.mark.django_db(transaction=True)
@@ -517,22 +520,7 @@ def test_large_upload_inside_transaction_is_staged_only_at_commit(settings, publ
 
 
 @pytest.mark.django_db(transaction=True)
-def test_background_staging_error_fails_job_without_publishing(settings, publish, tmp_path):
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("a file where the staging directory should be")
-    settings.ASYNC_IMAGE_SAVE_STAGING = "directory"
-    settings.ASYNC_IMAGE_SAVE_STAGING_DIR = str(blocker)
-    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
-    job = save_image(SimpleUploadedFile("big.jpg", big_jpeg()), Photo.objects.create())
-    assert (job.state, job.error_code) == ("failed", "broker_unreachable")
-    assert ImageJob.objects.get(pk=job.pk).state == "failed"
-    assert publish.calls == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_failed_job_insert_removes_the_payload_staged_meanwhile(
-    settings, publish, staging_dir, monkeypatch
-):
+def test_failed_job_insert_stages_and_sends_nothing(settings, publish, staging_dir, monkeypatch):
     from django.db import DatabaseError
 
     settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
@@ -543,44 +531,6 @@ def test_failed_job_insert_removes_the_payload_staged_meanwhile(
     monkeypatch.setattr("async_image_save.saving._create_job", refuse)
     with pytest.raises(DatabaseError, match="went away"):
         save_image(SimpleUploadedFile("big.jpg", big_jpeg()), Photo.objects.create())
-    assert os.listdir(staging_dir) == []
+    assert not staging_dir.exists() or os.listdir(staging_dir) == []
     assert publish.calls == []
     assert ImageJob.objects.count() == 0
-
-
-def test_large_inline_frame_is_built_while_hashing(
-    settings, publish, django_capture_on_commit_callbacks
-):
-    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 4 * BACKGROUND_MIN_BYTES
-    data = big_jpeg()
-    assert len(data) < 3 * BACKGROUND_MIN_BYTES
-    # Inside a transaction too: the frame is built at once, sent only at commit.
-    with django_capture_on_commit_callbacks() as callbacks:
-        job = save_image(SimpleUploadedFile("big.jpg", data, "image/jpeg"), Photo.objects.create())
-    assert publish.calls == []
-    callbacks[0]()
-    [(_, body)] = publish.calls
-    assert job.staged_ref == ""
-    frame = decode(body)
-    assert frame.sha256 is None  # built before the hash was known
-    assert bytes(frame.data) == data
-    frame.verify(job.sha256)
-    assert job.sha256 == hashlib.sha256(data).hexdigest()
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("least", [None, 10 * BACKGROUND_MIN_BYTES])
-def test_background_min_bytes_keeps_uploads_on_the_request_thread(
-    settings, publish, staging_dir, monkeypatch, least
-):
-    from async_image_save import background
-
-    settings.ASYNC_IMAGE_SAVE_BACKGROUND_MIN_BYTES = least
-    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 0
-    handed_off = []
-    monkeypatch.setattr(background, "submit", lambda *args: handed_off.append(args))
-    data = big_jpeg()
-    job = save_image(SimpleUploadedFile("big.jpg", data), Photo.objects.create())
-    assert handed_off == []
-    staged = decode((staging_dir / f"{job.id.hex}.payload").read_bytes())
-    assert staged.sha256 == job.sha256 == hashlib.sha256(data).hexdigest()  # hashed as read
