@@ -17,6 +17,7 @@ or fails it (a staged payload is written by the same thread, before the publish)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -55,14 +56,13 @@ def after_commit(send: Callable[..., None], *args: Any, job: ImageJob | None = N
     from celery import current_app  # tasks resolve against the caller's current app
 
     app = current_app._get_current_object()
+    future: Future[None] | None = None
     with _lock:
-        if len(_in_flight) >= MAX_IN_FLIGHT:
-            full = True
-        else:
-            full = False
-            future = background.submit(_send_detached, app, send, args)
-            _in_flight.add(future)
-    if full:
+        if len(_in_flight) < MAX_IN_FLIGHT:
+            with contextlib.suppress(RuntimeError):  # the interpreter is shutting down
+                future = background.submit(_send_detached, app, send, args)
+                _in_flight.add(future)
+    if future is None:  # too many waiting, or no pool any more: send it here
         send(*args, job=job)
         return
     future.add_done_callback(_forget)

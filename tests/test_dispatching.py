@@ -162,3 +162,22 @@ def test_only_the_committed_job_is_sent(held):
         kept = save_image(make_image_file("kept.jpg"), photo)
     assert wait_for_publishes()
     assert held.sent == [kept.pk.hex]
+
+
+@pytest.mark.django_db
+def test_without_a_pool_at_shutdown_the_caller_sends(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    from async_image_save import background
+
+    def shut_down(*args, **kwargs):
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    publish = HeldPublish()
+    publish.released.set()
+    monkeypatch.setattr("async_image_save.tasks.publish", publish)
+    monkeypatch.setattr(background, "submit", shut_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = save_image(make_image_file(), Photo.objects.create())
+    assert publish.sent == [job.pk.hex]
+    assert publish.threads == [threading.get_ident()]
