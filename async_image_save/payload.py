@@ -66,10 +66,9 @@ class UploadPayload:
     def from_upload(cls, upload: File, *, max_bytes: int | None = None) -> UploadPayload:
         """Read ``upload`` once, in chunks, hashing as it reads.
 
-        Raises :class:`UploadTooLarge`
-        before reading when the declared size is over ``max_bytes`` (default
-        ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES``), and while reading if the file turns
-        out larger than it said.
+        Raises :class:`UploadTooLarge` before reading when the declared size is
+        over ``max_bytes`` (default ``ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES``), and
+        while reading if the file turns out larger than it said.
         """
         limit = conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
         declared = upload.size
