@@ -8,7 +8,6 @@ changed a row sends the matching signal, so two workers racing on the same job
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from django.db.models import F, Q
 from django.utils import timezone
 
+from async_image_save import holders
 from async_image_save.conf import conf
 from async_image_save.models import ImageJob
 from async_image_save.signals import image_failed, send_robust
@@ -51,27 +51,38 @@ def claim(job_id: Any, *, state: str = State.PENDING, count: bool = True) -> Cla
 
     One UPDATE (compare-and-set) that also counts the attempt in the database
     (unless ``count`` is false), so a message that crashes its worker every time
-    is still counted.
+    is still counted. A lease whose holder is a process of this machine that
+    has died is taken over at once (:mod:`async_image_save.holders`).
     """
     now = timezone.now()
-    token = uuid.uuid4().hex
+    token = holders.new_token()
     lease = timedelta(seconds=conf.ASYNC_IMAGE_SAVE_LEASE_SECONDS)
     fields: dict[str, Any] = {"claimed_by": token, "claimed_until": now + lease, "updated_at": now}
     if count:
         fields["attempts"] = F("attempts") + 1
-    taken = (
-        ImageJob.objects.filter(pk=job_id, state=state)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(**fields)
-    )
-    row = ImageJob.objects.filter(pk=job_id).values("state", "attempts", "claimed_until").first()
+    jobs = ImageJob.objects.filter(pk=job_id, state=state)
+    taken = jobs.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).update(**fields)
+    row = _lease_row(job_id)
     if row is None:
         return Claim(None, "missing")
+    if not taken and row["state"] == state and holders.holder_is_dead(row["claimed_by"]):
+        taken = jobs.filter(claimed_by=row["claimed_by"]).update(**fields)
+        if taken:
+            logger.warning(
+                "async_image_save job %s: the worker process holding it died; taking it over",
+                job_id,
+            )
+            row = _lease_row(job_id) or row
     if taken:
         return Claim(token, row["state"], row["attempts"])
     until = row["claimed_until"]
     retry_in = max(1.0, (until - now).total_seconds()) if until else 1.0
     return Claim(None, row["state"], row["attempts"], retry_in)
+
+
+def _lease_row(job_id: Any) -> dict[str, Any] | None:
+    fields = ("state", "attempts", "claimed_by", "claimed_until")
+    return ImageJob.objects.filter(pk=job_id).values(*fields).first()
 
 
 def note_partial(job_id: Any, name: str) -> None:

@@ -306,6 +306,22 @@ def test_worker_sigkilled_mid_save_saves_exactly_once_after_restart(rig, broker)
     assert_saved_once(rig, up["job"], stem, data, attempts=2)
 
 
+@BOTH
+def test_restarted_worker_takes_over_the_lease_of_the_killed_one_at_once(rig, broker):
+    """The job's lease names a process that no longer exists: no 600 s wait for it to expire."""
+    stem, data = new_stem(), sized_jpeg(SMALL, seed=14)
+    arm(LABEL, "kill-before", match=f"photos/{stem}")
+    worker = rig.worker(ASYNC_IMAGE_SAVE_LEASE_SECONDS=600)
+    [up] = rig.drive([rig.upload(stem, data)])
+    assert worker.wait_exit() == -signal.SIGKILL
+    assert job_row(up["job"]).claimed_until > timezone.now() + timedelta(minutes=5)
+    worker.start()
+    wait_for_job(up["job"], timeout=60)
+    rig.settle()
+    assert_saved_once(rig, up["job"], stem, data, attempts=2)
+    assert worker.log_count("the worker process holding it died; taking it over") == 1
+
+
 def test_worker_killed_while_writing_leaves_no_partial_file(rig):
     stem, data = new_stem(), sized_jpeg(SMALL, seed=12)
     arm(LABEL, "kill-mid", match=f"photos/{stem}")

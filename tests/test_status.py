@@ -149,6 +149,45 @@ def test_released_or_expired_lease_can_be_claimed_again(settings):
     assert status.claim(job2.pk).attempts == 2
 
 
+def test_a_lease_whose_holder_process_died_is_taken_over_at_once():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.test_holders import ended_pid, token_for
+
+    job = make_job()
+    dead = token_for(ended_pid())
+    ImageJob.objects.filter(pk=job.pk).update(
+        claimed_by=dead, claimed_until=timezone.now() + timedelta(minutes=10), attempts=1
+    )
+    outcome = status.claim(job.pk)
+    assert outcome.token is not None and outcome.attempts == 2
+    job.refresh_from_db()
+    assert job.claimed_by == outcome.token != dead
+
+
+@pytest.mark.parametrize("holder", ["this process", "another machine"])
+def test_a_lease_whose_holder_may_be_alive_is_waited_for(holder):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.test_holders import ended_pid, token_for
+
+    job = make_job()
+    token = status.claim(job.pk).token if holder == "this process" else None
+    if token is None:
+        token = token_for(ended_pid(), tag="ffffffff")
+        ImageJob.objects.filter(pk=job.pk).update(
+            claimed_by=token, claimed_until=timezone.now() + timedelta(minutes=10)
+        )
+    outcome = status.claim(job.pk)
+    assert outcome.token is None and outcome.retry_in > 60
+    job.refresh_from_db()
+    assert job.claimed_by == token
+
+
 def test_claim_on_a_finished_job_returns_its_state():
     job = make_job(State.DONE)
     outcome = status.claim(job.pk)
