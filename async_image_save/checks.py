@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
@@ -27,6 +28,35 @@ def _int_setting(
             )
         ]
     return []
+
+
+#: The settings that are switches: anything but True or False is a mistake.
+FLAG_SETTINGS = (
+    "ASYNC_IMAGE_SAVE_ALLOW_PICKLE",
+    "ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND",
+    "ASYNC_IMAGE_SAVE_DURABLE",
+    "ASYNC_IMAGE_SAVE_GENERATE_MISSING",
+    "ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS",
+)
+
+
+@checks.register()
+def check_flags(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E019: a switch set to something other than True or False (often a str from the env)."""
+    errors: list[checks.CheckMessage] = []
+    for name in FLAG_SETTINGS:
+        value = getattr(settings, name, None)
+        if value is None or isinstance(value, bool):
+            continue
+        errors.append(
+            checks.Error(
+                f"{name} must be True or False, got {value!r} ({type(value).__name__}).",
+                hint=f"A string such as 'False' counts as true. Convert it, e.g. "
+                f"{name} = os.environ.get({name!r}) == '1'.",
+                id="async_image_save.E019",
+            )
+        )
+    return errors
 
 
 @checks.register()

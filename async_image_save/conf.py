@@ -35,7 +35,7 @@ class Settings:
     @property
     def ASYNC_IMAGE_SAVE_ALLOW_PICKLE(self) -> bool:
         """Whether workers may decode pickle payloads. Off: pickle frames are refused."""
-        return bool(self._get("ASYNC_IMAGE_SAVE_ALLOW_PICKLE", False))
+        return self._get("ASYNC_IMAGE_SAVE_ALLOW_PICKLE", False) is True  # "False" stays off
 
     @property
     def ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES(self) -> int:

@@ -294,3 +294,29 @@ def test_e010_not_reported_when_pillow_supports_format(settings, monkeypatch):
     monkeypatch.setattr(features, "check", lambda name: True)
     settings.ASYNC_IMAGE_SAVE_DEFAULT_THUMBNAILS = {"modern": {"size": (10, 10), "format": "webp"}}
     assert checks.check_thumbnail_specs() == []
+
+
+@pytest.mark.parametrize("name", checks.FLAG_SETTINGS)
+@pytest.mark.parametrize("value", ["False", "0", 1, "yes"])
+def test_e019_a_switch_must_be_true_or_false(settings, name, value):
+    setattr(settings, name, value)
+    message = only(checks.check_flags(), "async_image_save.E019")
+    assert name in message.msg and repr(value) in message.msg
+    assert "counts as true" in message.hint
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_e019_accepts_true_and_false(settings, value):
+    for name in checks.FLAG_SETTINGS:
+        setattr(settings, name, value)
+    assert checks.check_flags() == []
+
+
+def test_allow_pickle_is_on_only_when_it_is_true(settings):
+    from async_image_save.conf import conf
+
+    for value in ("True", "False", 1, "yes"):
+        settings.ASYNC_IMAGE_SAVE_ALLOW_PICKLE = value
+        assert conf.ASYNC_IMAGE_SAVE_ALLOW_PICKLE is False, value
+    settings.ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True
+    assert conf.ASYNC_IMAGE_SAVE_ALLOW_PICKLE is True
