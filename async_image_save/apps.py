@@ -1,4 +1,4 @@
-"""App configuration: checks, tasks, clean-up receivers and spec autodiscovery."""
+"""App configuration: checks (also at worker start), tasks, clean-up receivers, specs."""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ class AsyncImageSaveConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from celery.signals import worker_init
+
         from async_image_save import (
-            checks,  # noqa: F401  (registers the checks)
+            checks,  # registers the checks
             cleanup,
             tasks,  # noqa: F401  (registers the shared tasks)
             transfer,  # noqa: F401  (registers the QueuedStorage transfer task)
         )
 
         cleanup.connect()
+        worker_init.connect(
+            checks.report_at_worker_start, weak=False, dispatch_uid="async_image_save.checks"
+        )
         # Each installed app's thumbnails.py may register() specs in code.
         autodiscover_modules("thumbnails")

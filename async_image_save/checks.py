@@ -1,11 +1,15 @@
 """System checks for the ``ASYNC_IMAGE_SAVE_*`` settings and the Celery app.
 
 Ids: ``async_image_save.E001``... errors, ``async_image_save.W001``... warnings.
-Each message says what is wrong and how to fix it.
+Each message says what is wrong and how to fix it. They carry the tag
+``async_image_save`` (``manage.py check --tag async_image_save``), and a Celery
+worker logs them when it starts (:func:`report_at_worker_start`), since
+``celery worker`` does not run Django's checks.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +18,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from async_image_save.conf import conf
 from async_image_save.specs import ThumbnailSpec
+
+logger = logging.getLogger("async_image_save")
 
 
 def _int_setting(
@@ -30,6 +36,9 @@ def _int_setting(
     return []
 
 
+#: The tag of every check here.
+TAG = "async_image_save"
+
 #: The settings that are switches: anything but True or False is a mistake.
 FLAG_SETTINGS = (
     "ASYNC_IMAGE_SAVE_ALLOW_PICKLE",
@@ -40,7 +49,7 @@ FLAG_SETTINGS = (
 )
 
 
-@checks.register()
+@checks.register(TAG)
 def check_flags(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E019: a switch set to something other than True or False (often a str from the env)."""
     errors: list[checks.CheckMessage] = []
@@ -59,7 +68,7 @@ def check_flags(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
     return errors
 
 
-@checks.register()
+@checks.register(TAG)
 def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E001: unknown codec; E002: pickle without opt-in; W001: pickle accepted."""
     errors: list[checks.CheckMessage] = []
@@ -96,7 +105,7 @@ def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     return errors
 
 
-@checks.register()
+@checks.register(TAG)
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E003-E006, E012, E013, E015, E016: sizes, TTL, retries, attempts and lease."""
     errors = _int_setting(
@@ -153,7 +162,7 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     return errors
 
 
-@checks.register()
+@checks.register(TAG)
 def check_staging(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E007: unknown staging backend or a Redis staging without a Redis URL."""
     from async_image_save.staging import get_stager
@@ -171,7 +180,7 @@ def check_staging(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     return []
 
 
-@checks.register()
+@checks.register(TAG)
 def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E008: the Celery app would refuse msgpack messages; W003: Redis broker without timeouts."""
     from celery import current_app
@@ -205,7 +214,7 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     ]
 
 
-@checks.register()
+@checks.register(TAG)
 def check_thumbnail_specs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E009: a thumbnail spec is malformed; E010: its format is not supported by Pillow."""
     from PIL import features
@@ -249,7 +258,7 @@ def check_thumbnail_specs(app_configs: Any = None, **kwargs: Any) -> list[checks
 # --- QueuedStorage (async_image_save.storage) ---
 
 
-@checks.register()
+@checks.register(TAG)
 def check_queued_storages(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E011: a QueuedStorage, its storages or its cache cannot be set up.
 
@@ -313,7 +322,7 @@ def check_queued_storages(app_configs: Any = None, **kwargs: Any) -> list[checks
     return errors
 
 
-@checks.register()
+@checks.register(TAG)
 def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E014: the thumbnail engine cannot be loaded (e.g. pyvips missing)."""
     from async_image_save.engines import get_engine
@@ -331,7 +340,7 @@ def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     return []
 
 
-@checks.register()
+@checks.register(TAG)
 def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E017: ASYNC_IMAGE_SAVE_CACHE is not a CACHES alias."""
     from django.conf import settings
@@ -347,3 +356,16 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
             id="async_image_save.E017",
         )
     ]
+
+
+def report_at_worker_start(**kwargs: Any) -> None:
+    """Log this app's check messages when a Celery worker starts (``worker_init``).
+
+    ``manage.py`` commands run the system checks; ``celery worker`` does not, so
+    without this a worker with a broken setting would only say so at its
+    first job. Errors are logged as errors, warnings as warnings; the worker
+    still starts.
+    """
+    for message in checks.run_checks(tags=[TAG]):
+        level = logging.ERROR if message.is_serious() else logging.WARNING
+        logger.log(level, "System check at worker start: %s", message)

@@ -320,3 +320,23 @@ def test_allow_pickle_is_on_only_when_it_is_true(settings):
         assert conf.ASYNC_IMAGE_SAVE_ALLOW_PICKLE is False, value
     settings.ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True
     assert conf.ASYNC_IMAGE_SAVE_ALLOW_PICKLE is True
+
+
+def test_a_worker_start_logs_errors_and_warnings(settings, caplog):
+    settings.ASYNC_IMAGE_SAVE_DURABLE = "False"  # E019
+    settings.ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True  # W001
+    with caplog.at_level("WARNING", logger="async_image_save"):
+        checks.report_at_worker_start(sender=None)
+    logged = {
+        (r.levelname, check_id)
+        for r in caplog.records
+        for check_id in ("E019", "W001")
+        if f"async_image_save.{check_id}" in r.getMessage()
+    }
+    assert logged == {("ERROR", "E019"), ("WARNING", "W001")}, caplog.text
+
+
+def test_the_checks_run_under_their_tag(settings):
+    settings.ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS = "yes"
+    ids = {m.id for m in django_checks.run_checks(tags=[checks.TAG])}
+    assert "async_image_save.E019" in ids

@@ -237,6 +237,24 @@ def test_redelivered_message_saves_once(celery_worker):
     )
 
 
+def test_a_worker_logs_the_check_errors_of_its_settings_when_it_starts(tmp_path, redis_service):
+    """``celery worker`` runs no system checks: the app reports its own at worker start."""
+    import json
+
+    from tests.conftest import make_worker
+
+    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-checks"
+    env = worker_env(AIS_SETTINGS_JSON=json.dumps({"ASYNC_IMAGE_SAVE_DURABLE": "False"}))
+    worker = make_worker(env, queue, tmp_path / "worker.log")
+    worker.start()
+    try:
+        log = worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()
+    assert "System check at worker start" in log
+    assert "async_image_save.E019" in log and "ASYNC_IMAGE_SAVE_DURABLE" in log
+
+
 def test_unreachable_broker_marks_the_job_failed(celery_worker):
     """A web process whose broker is down: save_image returns, the job says why it failed."""
     photo = Photo.objects.create()
