@@ -46,16 +46,20 @@ _in_flight: set[Future[None]] = set()
 def after_commit(send: Callable[..., None], *args: Any, job: ImageJob | None = None) -> None:
     """Run ``send(*args)`` now: on a pool thread, or here when that is off or full.
 
+    Also here with Celery's ``task_always_eager``, whose tasks run inside the send.
+
     Called from ``transaction.on_commit``; ``send`` never raises (it fails the
     job). Only when it runs here is ``job``, the caller's object, passed on
     (as ``job=``) to be marked failed too: another thread never touches it.
     """
-    if not conf.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND:
-        send(*args, job=job)
-        return
     from celery import current_app  # tasks resolve against the caller's current app
 
     app = current_app._get_current_object()
+    # task_always_eager runs the task inside the send: it must see this thread's
+    # (test) transaction, so it runs here.
+    if not conf.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND or app.conf.task_always_eager:
+        send(*args, job=job)
+        return
     future: Future[None] | None = None
     with _lock:
         if len(_in_flight) < MAX_IN_FLIGHT:

@@ -118,6 +118,10 @@ def _publish_chain(task: Any, message: dict[str, Any], last_arg: bytes | str) ->
     # protocol 2), as ``chain(first, second).apply_async()`` would put it, without
     # the canvas's signature cloning: about 0.1 ms less per upload.
     follow_up = [make_thumbnails.si(job_id).set(**options)] if message["thumbnails"] else None
+    if follow_up and task.app.conf.task_always_eager:
+        # Eager apply() ignores the chain field; a canvas chain runs both steps here.
+        (task.si(*args).set(**options) | follow_up[0]).apply_async()
+        return
     task.apply_async(
         args,
         task_id=message["task_id"],

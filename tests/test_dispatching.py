@@ -181,3 +181,38 @@ def test_without_a_pool_at_shutdown_the_caller_sends(
         job = save_image(make_image_file(), Photo.objects.create())
     assert publish.sent == [job.pk.hex]
     assert publish.threads == [threading.get_ident()]
+
+
+@pytest.mark.django_db
+def test_with_task_always_eager_the_caller_sends(held, django_capture_on_commit_callbacks):
+    """Eager tasks run inside the send: on a pool thread they could not see the test's rows."""
+    held.released.set()
+    app = current_app._get_current_object()
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            job = save_image(make_image_file(), Photo.objects.create())
+    finally:
+        app.conf.task_always_eager = previous
+    assert held.sent == [job.pk.hex]
+    assert held.threads == [threading.get_ident()]
+
+
+@pytest.mark.django_db
+def test_a_project_testing_with_task_always_eager_gets_its_job_done(
+    settings, tmp_path, django_capture_on_commit_callbacks
+):
+    """The common test setup of a Celery project: the real task runs in the test's transaction."""
+    settings.MEDIA_ROOT = str(tmp_path)
+    app = current_app._get_current_object()
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            job = save_image(make_image_file("eager.jpg"), Photo.objects.create())
+    finally:
+        app.conf.task_always_eager = previous
+    job.refresh_from_db()
+    assert (job.state, job.error_code) == ("done", "")
+    assert (tmp_path / job.saved_name).is_file()
