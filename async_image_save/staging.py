@@ -127,7 +127,8 @@ class RedisStager(Stager):
                 "pip install 'async_image_save[redis]'."
             ) from exc
         self.prefix, self.ttl = prefix, ttl
-        # Timeouts: a frozen Redis must fail the job, not hang the web request.
+        # Timeouts: a frozen Redis must fail the job, not hang its sender (a pool
+        # thread, or the request with ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND off).
         self.client = redis.Redis.from_url(
             url,
             socket_timeout=conf.ASYNC_IMAGE_SAVE_STAGING_TIMEOUT,
