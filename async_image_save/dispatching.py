@@ -1,6 +1,7 @@
 """Sending a committed job's task: on a background thread (the default) or at once.
 
-``save_image()`` and ``process_stored()`` hand their message to :func:`after_commit`.
+``save_image()``, ``process_stored()`` and ``QueuedStorage`` (its transfer task)
+hand their message to :func:`after_commit`.
 By default (``ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND``) a thread of the
 per-process pool (``background.py``) stages the payload and publishes the task,
 so neither the request nor ``transaction.commit()`` waits for the broker or the
@@ -48,17 +49,19 @@ def after_commit(send: Callable[..., None], *args: Any, job: ImageJob | None = N
 
     Also here with Celery's ``task_always_eager``, whose tasks run inside the send.
 
-    Called from ``transaction.on_commit``; ``send`` never raises (it fails the
-    job). Only when it runs here is ``job``, the caller's object, passed on
-    (as ``job=``) to be marked failed too: another thread never touches it.
+    Called from ``transaction.on_commit``; ``send`` never raises (it records
+    its failure). Only when it runs here is ``job``, the caller's object,
+    passed on (as ``job=``) to be marked failed too: another thread never
+    touches it.
     """
     from celery import current_app  # tasks resolve against the caller's current app
 
     app = current_app._get_current_object()
     # task_always_eager runs the task inside the send: it must see this thread's
     # (test) transaction, so it runs here.
+    here = {"job": job} if job is not None else {}
     if not conf.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND or app.conf.task_always_eager:
-        send(*args, job=job)
+        send(*args, **here)
         return
     future: Future[None] | None = None
     with _lock:
@@ -67,7 +70,7 @@ def after_commit(send: Callable[..., None], *args: Any, job: ImageJob | None = N
                 future = background.submit(_send_detached, app, send, args)
                 _in_flight.add(future)
     if future is None:  # too many waiting, or no pool any more: send it here
-        send(*args, job=job)
+        send(*args, **here)
         return
     future.add_done_callback(_forget)
 
@@ -78,7 +81,9 @@ def _send_detached(app: Any, send: Callable[..., None], args: tuple[Any, ...]) -
     try:
         send(*args)
     except Exception:  # send() fails the job itself; this is a bug, made visible
-        logger.exception("async_image_save: sending job %s failed", args[0]["job_id"])
+        first = args[0] if args else ""
+        what = first.get("job_id") if isinstance(first, dict) else first  # never the bytes
+        logger.exception("async_image_save: sending %s failed", what)
     finally:
         close_old_connections()
 

@@ -31,6 +31,7 @@ from django.utils.deconstruct import deconstructible
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
+from async_image_save import dispatching
 from async_image_save import transfer as transfer_tasks  # also registers the task with Celery
 from async_image_save.conf import conf
 from async_image_save.models import QueuedFile
@@ -197,8 +198,10 @@ class QueuedStorage(TransferStateMixin, Storage):
         self._record_local(stored)
         self.remember(stored, LOCAL)
         # After commit: the worker must find the row, and a rollback sends nothing.
+        # Sent like save_image()'s jobs: by default from a background thread.
         using = router.db_for_write(QueuedFile)
-        transaction.on_commit(partial(self.queue_transfer, stored), using=using)
+        send = partial(dispatching.after_commit, self.queue_transfer, stored)
+        transaction.on_commit(send, using=using)
         return stored
 
     def queue_transfer(self, name: str) -> None:

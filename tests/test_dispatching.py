@@ -216,3 +216,33 @@ def test_a_project_testing_with_task_always_eager_gets_its_job_done(
     job.refresh_from_db()
     assert (job.state, job.error_code) == ("done", "")
     assert (tmp_path / job.saved_name).is_file()
+
+
+@pytest.mark.django_db
+def test_a_queued_storage_sends_its_transfer_from_the_pool(
+    settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import storages
+
+    from async_image_save import transfer
+    from tests.test_storage import storages_config
+
+    released, sent = threading.Event(), []
+
+    def enqueue(storage, name, **options):
+        released.wait(10)
+        sent.append((storage, name, threading.get_ident()))
+
+    monkeypatch.setattr(transfer, "enqueue", enqueue)
+    settings.STORAGES = storages_config(tmp_path)
+    queued = storages["queued"]
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            name = queued.save("photos/pool.jpg", ContentFile(b"bytes of a photo"))
+        assert sent == []  # the commit returned; the transfer is still being sent
+    finally:
+        released.set()
+    assert wait_for_publishes()
+    assert [(s, n) for s, n, _ in sent] == [("storages:queued", name)]
+    assert sent[0][2] != threading.get_ident()

@@ -31,7 +31,7 @@ from async_image_save.transfer import TransferError, remote_fingerprint, transfe
 from tests.conftest import jpeg_bytes
 from tests.models import QueuedPhoto
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("send_on_commit_thread")]
 BACKEND = "async_image_save.storage.QueuedStorage"
 FS = "django.core.files.storage.FileSystemStorage"
 
