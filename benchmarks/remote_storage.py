@@ -168,9 +168,16 @@ def __getattr__(name: str):  # ROOT_URLCONF is this module; build the URLs after
 
 
 def cleanup_uploads(redis_client) -> None:
-    """Remove everything the upload variants left behind (untimed)."""
+    """Remove everything the upload variants left behind (untimed).
+
+    First wait for the sends the views handed to the background, so none of
+    them overlaps the next timed request.
+    """
+    from async_image_save import wait_for_publishes
     from async_image_save.models import ImageJob, QueuedFile
 
+    if not wait_for_publishes(timeout=30):
+        raise RuntimeError("a background send did not finish in 30 s")
     for model in MODELS.values():
         for photo in model.objects.exclude(image=""):
             photo.image.storage.delete(photo.image.name)  # QueuedStorage: row and both copies
