@@ -57,9 +57,9 @@ def after_commit(send: Callable[..., None], *args: Any, job: ImageJob | None = N
     from celery import current_app  # tasks resolve against the caller's current app
 
     app = current_app._get_current_object()
+    here = {"job": job} if job is not None else {}
     # task_always_eager runs the task inside the send: it must see this thread's
     # (test) transaction, so it runs here.
-    here = {"job": job} if job is not None else {}
     if not conf.ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND or app.conf.task_always_eager:
         send(*args, **here)
         return
