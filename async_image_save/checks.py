@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from async_image_save.conf import conf
+from async_image_save.conf import Settings, conf
 from async_image_save.specs import ThumbnailSpec
 
 logger = logging.getLogger("async_image_save")
@@ -39,13 +39,12 @@ def _int_setting(
 #: The tag of every check here.
 TAG = "async_image_save"
 
-#: The settings that are switches: anything but True or False is a mistake.
-FLAG_SETTINGS = (
-    "ASYNC_IMAGE_SAVE_ALLOW_PICKLE",
-    "ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND",
-    "ASYNC_IMAGE_SAVE_DURABLE",
-    "ASYNC_IMAGE_SAVE_GENERATE_MISSING",
-    "ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS",
+#: The settings that are switches (typed ``-> bool`` in ``conf.Settings``):
+#: anything but True or False is a mistake.
+FLAG_SETTINGS = tuple(
+    name
+    for name, attribute in vars(Settings).items()
+    if isinstance(attribute, property) and attribute.fget.__annotations__.get("return") == "bool"
 )
 
 

@@ -340,3 +340,13 @@ def test_the_checks_run_under_their_tag(settings):
     settings.ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS = "yes"
     ids = {m.id for m in django_checks.run_checks(tags=[checks.TAG])}
     assert "async_image_save.E019" in ids
+
+
+def test_e019_covers_every_switch_setting():
+    assert checks.FLAG_SETTINGS == (
+        "ASYNC_IMAGE_SAVE_ALLOW_PICKLE",
+        "ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND",
+        "ASYNC_IMAGE_SAVE_DURABLE",
+        "ASYNC_IMAGE_SAVE_GENERATE_MISSING",
+        "ASYNC_IMAGE_SAVE_SYNC_THUMBNAILS",
+    )
