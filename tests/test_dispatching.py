@@ -1,7 +1,11 @@
 """Sending a committed job's message from the background pool (async_image_save.dispatching).
 
 ``tasks.publish`` is replaced by a recorder that can hold the send, so each test
-sees what the request thread did before the message left.
+sees what the request thread did before the message left. These are unit tests:
+the two that set Celery's ``task_always_eager`` check the support for projects
+that test that way. The default background send through a real broker and a
+real worker process is covered end to end by ``test_e2e_redis.py``,
+``test_e2e_brokers.py`` and ``test_faults.py``.
 """
 
 from __future__ import annotations
