@@ -34,6 +34,7 @@ from django.utils import timezone
 from async_image_save import background, status
 from async_image_save.conf import conf
 from async_image_save.models import ImageJob
+from async_image_save.payload import UploadPayload
 
 logger = logging.getLogger("async_image_save")
 
@@ -122,23 +123,31 @@ os.register_at_fork(after_in_child=_forget_in_flight)
 
 def dispatch(
     message: dict[str, Any],
-    frame: tuple[bytes, bytes | bytearray | memoryview] | None,
+    payload: UploadPayload | None,
+    codec: str,
     stager: Any,
     *,
     job: ImageJob | None = None,
 ) -> None:
-    """Stage the payload if needed and publish the task chain; on failure, fail the job.
+    """Hash and pack the payload, stage it if needed and publish the task chain.
+
+    On failure, the job is marked failed.
 
     Runs after commit, so the worker always finds the committed job row.
-    ``frame`` is the payload as (prefix and header, file bytes): joined into the
-    message body, or staged when there is a ``stager``; ``None`` when the
-    (transactional) stager holds it already. ``job`` is the caller's object,
-    also marked failed on failure (only when this runs on the caller's thread).
+    ``payload`` is hashed here if it is not yet, and packed with ``codec`` into
+    a frame whose sha256 is signed to the job: joined into the message body,
+    or staged when there is a ``stager``. It is ``None`` when the
+    (transactional) stager holds the frame already. ``job`` is the caller's
+    object, also marked failed on failure (only when this runs on the caller's
+    thread).
     """
     from async_image_save.tasks import publish  # tasks imports Celery; keep it lazy
 
     job_id = message["job_id"]
     try:
+        frame = None
+        if payload is not None:
+            frame = payload.with_sha256().encode_parts(codec, signed_for=job_id)
         if stager is not None:
             if frame is not None:
                 stager.put_parts(job_id, frame)

@@ -40,7 +40,14 @@ class PayloadMissing(AsyncImageSaveError, LookupError):
 
 
 class ChecksumMismatch(AsyncImageSaveError, ValueError):
-    """The bytes a worker received do not match the sha256 recorded at upload time."""
+    """The bytes a worker received do not match their sha256, or its signature is not ours.
+
+    ``code`` is ``checksum_mismatch`` or ``bad_signature``, recorded on the job.
+    """
+
+    def __init__(self, message: str, *, code: str = "checksum_mismatch") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ImageRejected(AsyncImageSaveError, ValueError):

@@ -89,6 +89,9 @@ def unpack(job: ImageJob, body: bytes | str) -> UploadPayload:
     except Exception as exc:  # redis-py connection errors and the like
         raise StorageFailure(str(job.pk), exc) from exc
     payload = decode(frame)
-    payload.verify(job.sha256)
+    payload.verify(job.sha256 or None, job_id=job.pk.hex)
+    if not job.sha256:  # hashed after the request, by the thread that sent the task
+        ImageJob.objects.filter(pk=job.pk).update(sha256=payload.sha256)
+        job.sha256 = payload.sha256
     validate_image(payload.data)
     return payload

@@ -154,7 +154,7 @@ def _save_claimed(job: ImageJob, token: str, body: bytes | str) -> str:
     except PayloadDecodeError as exc:
         return _fail(job, exc.code, str(exc))
     except ChecksumMismatch as exc:
-        return _fail(job, "checksum_mismatch", str(exc))
+        return _fail(job, exc.code, str(exc))
     except ImageRejected as exc:
         return _fail(job, exc.code, str(exc))
     instance = load_instance(job)

@@ -85,34 +85,38 @@ def save_image(
 ) -> ImageJob:
     """Queue ``upload`` to be saved into ``instance.<field_name>`` by a Celery worker.
 
-    Reads the upload once, hashing it as it reads, and records an
-    :class:`ImageJob` in the current transaction. When that transaction
-    commits (at once outside a transaction) the task is sent, by default from
-    a background thread so that the request never waits for the broker
-    (``ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND``). Returns the job immediately;
-    its ``state`` is ``pending``. If the broker cannot be reached, the job is
-    marked ``failed`` with code ``broker_unreachable`` and the error is logged.
+    Reads the upload once and records an :class:`ImageJob` in the current
+    transaction. When that transaction commits (at once outside a transaction)
+    the task is sent, by default from a background thread so that the request
+    waits neither for the broker nor for hashing the bytes
+    (``ASYNC_IMAGE_SAVE_PUBLISH_IN_BACKGROUND``): that thread computes the
+    sha256 and signs it to the job (see :mod:`~async_image_save.signatures`);
+    the worker checks it and records it on the job. Returns the job
+    immediately; its ``state`` is ``pending``. If the broker cannot be reached,
+    the job is marked ``failed`` with code ``broker_unreachable`` and the error
+    is logged.
     """
     _check_upload(upload)
     _check_target(instance, thumbnails, queue, user)
     field_name = resolve_field_name(instance, field_name)
     codec = conf.ASYNC_IMAGE_SAVE_SERIALIZER
-    payload = UploadPayload.from_upload(upload)
-    head, data = payload.encode_parts(codec)
-    staged = conf.ASYNC_IMAGE_SAVE_DURABLE or len(head) + len(data) > inline_max_bytes()
+    payload: UploadPayload | None = UploadPayload.from_upload(upload, hashed=False)
+    staged = conf.ASYNC_IMAGE_SAVE_DURABLE or payload.frame_size(codec) > inline_max_bytes()
     stager = get_stager() if staged else None
+    outbox = stager is not None and stager.transactional
+    if outbox:  # staged in this transaction: hashed here, and the row holds the sha256
+        payload = payload.with_sha256()
     job_id = uuid.uuid4()
     job = _create_job(job_id, payload, instance, field_name, user, codec, stager, thumbnails, queue)
     message = job_message(job, instance._meta.label)
-    frame: tuple[bytes, bytes | bytearray | memoryview] | None = (head, data)
-    if stager is not None and stager.transactional:
+    if outbox:
         # The outbox: the payload commits or rolls back with the job row.
-        stager.put_parts(job_id.hex, (head, data))
-        frame = None
-    # Staging (if needed) and the publish happen once the job row is committed,
-    # by default on a background thread (dispatching.after_commit).
+        stager.put_parts(job_id.hex, payload.encode_parts(codec, signed_for=job_id.hex))
+        payload = None
+    # Hashing, staging (if needed) and the publish happen once the job row is
+    # committed, by default on a background thread (dispatching.after_commit).
     transaction.on_commit(
-        lambda: dispatching.after_commit(dispatch, message, frame, stager, job=job),
+        lambda: dispatching.after_commit(dispatch, message, payload, codec, stager, job=job),
         using=router.db_for_write(ImageJob),
     )
     return job
@@ -138,7 +142,7 @@ def _create_job(
         owner=owner,
         source_name=payload.name,
         size=payload.size,
-        sha256=payload.sha256,
+        sha256=payload.sha256 or "",  # unknown until the sending thread hashes the bytes
         codec=codec,
         staged_ref=stager.ref(job_id.hex) if stager else "",
         thumbnails=thumbnails,

@@ -612,7 +612,7 @@ def _op_republish(op: dict) -> dict:
         data = Path(op["file"]).read_bytes()
         body = UploadPayload.from_upload(
             SimpleUploadedFile(job.source_name, data, "image/jpeg")
-        ).encode(job.codec)
+        ).encode(job.codec, signed_for=job.pk.hex)
     for _ in range(op.get("times", 1)):
         publish(job_message(job), body)
     return {"job": job.pk.hex}

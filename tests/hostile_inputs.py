@@ -415,8 +415,24 @@ def frame(
     return MAGIC + bytes((version, codec)) + length.to_bytes(4, "big") + header + data
 
 
-def msgpack_frame(data: bytes, **changes: Any) -> bytes:
-    return frame(msgpack.packb(header_for(data, **changes), use_bin_type=True), data)
+def msgpack_frame(data: bytes, *, version: int = 1, **changes: Any) -> bytes:
+    return frame(
+        msgpack.packb(header_for(data, **changes), use_bin_type=True), data, version=version
+    )
+
+
+def signed_frame(data: bytes, job_id: str, secret: str, **changes: Any) -> bytes:
+    """A version-2 frame whose sha256 is signed to ``job_id`` with the key ``secret``."""
+    from django.utils.crypto import salted_hmac
+
+    signature = salted_hmac(
+        "async_image_save.payload.sha256",
+        f"{job_id}:{sha256(data)}",
+        secret=secret,
+        algorithm="sha256",
+    ).hexdigest()
+    header = msgpack.packb(header_for(data, signature=signature, **changes), use_bin_type=True)
+    return frame(header, data, version=2)
 
 
 def pickle_frame(data: bytes, **changes: Any) -> bytes:

@@ -10,6 +10,7 @@ real worker process is covered end to end by ``test_e2e_redis.py``,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 
@@ -19,6 +20,7 @@ from django.db import transaction
 
 from async_image_save import dispatching, process_stored, save_image, wait_for_publishes
 from async_image_save.models import ImageJob
+from async_image_save.payload import decode
 from async_image_save.testing import make_image_file
 from tests.models import Photo
 
@@ -31,6 +33,7 @@ class HeldPublish:
         self.hold_first_only = hold_first_only
         self.error = error
         self.sent: list[str] = []
+        self.bodies: list[bytes | str] = []
         self.threads: list[int] = []
         self.apps: list[Celery] = []
 
@@ -43,6 +46,7 @@ class HeldPublish:
         if self.error is not None:
             raise self.error
         self.sent.append(message["job_id"])
+        self.bodies.append(body)
 
 
 @pytest.fixture
@@ -117,6 +121,23 @@ def test_durable_mode_confirms_the_publish_from_the_pool(held, settings):
     job.refresh_from_db()
     assert held.sent == [job.pk.hex]
     assert job.published_at is not None  # written by the pool thread's own connection
+    # The outbox row is written in the request, so the request hashed the bytes.
+    assert job.sha256 == hashlib.sha256(make_image_file().read()).hexdigest()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pool_thread_hashes_and_signs_what_the_request_left_unhashed(held, settings):
+    settings.ASYNC_IMAGE_SAVE_INLINE_MAX_BYTES = 1024 * 1024  # the frame is the message body
+    held.released.set()
+    upload = make_image_file()
+    data = upload.read()
+    job = save_image(upload, Photo.objects.create())
+    assert job.sha256 == ""  # the request did not hash
+    assert wait_for_publishes()
+    [body] = held.bodies
+    payload = decode(body)
+    assert payload.sha256 == hashlib.sha256(data).hexdigest()
+    payload.verify(None, job_id=job.pk.hex)
 
 
 @pytest.mark.django_db

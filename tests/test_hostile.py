@@ -593,7 +593,7 @@ FORGERIES = [
     Forgery("empty-body", _body(lambda c: b""), "payload_invalid"),
     Forgery("int-body", _body(lambda c: 42), "payload_invalid"),
     Forgery("list-body", _body(lambda c: [1, 2]), "payload_invalid"),
-    Forgery("version-2-frame", _body(lambda c: b"AIS\x02" + c.queued.body[4:]), "payload_version"),
+    Forgery("version-3-frame", _body(lambda c: b"AIS\x03" + c.queued.body[4:]), "payload_version"),
     Forgery("unknown-codec", _body(lambda c: b"AIS\x01j" + c.queued.body[5:]), "payload_invalid"),
     Forgery("header-length-10MB",
             _body(lambda c: H.frame(b"\x80", c.data, header_len=10 * 2**20)), "payload_invalid"),
@@ -617,7 +617,17 @@ FORGERIES = [
     Forgery("header-extra-key", _body(lambda c: H.msgpack_frame(c.data, owner="root")),
             "payload_invalid"),
     Forgery("other-valid-image", _body(lambda c: H.msgpack_frame(H.png((9, 9)))),
-            "checksum_mismatch"),
+            "bad_signature"),
+    Forgery("signed-with-another-key",
+            _body(lambda c: H.signed_frame(H.png((9, 9)), c.queued.job.pk.hex, "not-our-key")),
+            "bad_signature"),
+    Forgery("signed-for-another-job",
+            _body(lambda c: H.signed_frame(H.png((9, 9)), uuid.uuid4().hex, c.settings.SECRET_KEY)),
+            "bad_signature"),
+    Forgery("signature-not-a-string",
+            _body(lambda c: H.msgpack_frame(c.data, version=2, signature=5)), "payload_invalid"),
+    Forgery("signature-missing-in-version-2",
+            _body(lambda c: H.msgpack_frame(c.data, version=2)), "payload_invalid"),
     Forgery("pickle-refused", _body(lambda c: H.pickle_frame(c.data)), "pickle_refused"),
     Forgery("pickle-reduce-refused",
             _body(lambda c: H.evil_pickle_frame(c.data, str(c.tmp / "pwned"))), "pickle_refused"),
@@ -632,7 +642,7 @@ FORGERIES = [
     Forgery("ref-redis-glob", _body(lambda c: "redis:*"), "bad_reference"),
     Forgery("ref-key-with-suffix", _body(lambda c: f"directory:{'a' * 32}/../x"), "bad_reference"),
     Forgery("ref-missing-key", _body(lambda c: f"directory:{uuid.uuid4().hex}"), "payload_missing"),
-    Forgery("ref-to-another-jobs-payload", _body(_other_jobs_ref), "checksum_mismatch"),
+    Forgery("ref-to-another-jobs-payload", _body(_other_jobs_ref), "bad_signature"),
     Forgery("names-another-model", _target(model="tests.Document", field="cover"),
             "target_mismatch"),
     Forgery("names-another-field", _target(field="title"), "target_mismatch"),
@@ -705,10 +715,15 @@ def test_replayed_message_with_other_bytes_changes_nothing(media, queue):
 
 @pytest.mark.django_db
 def test_forged_header_name_is_sanitised_again_by_the_worker(media, queue):
-    """A frame made outside save_image(), with a traversal name and a correct checksum."""
+    """A frame made outside save_image(), with a traversal name and a correct checksum.
+
+    The job's row holds the sha256 (as in the outbox), so the worker accepts
+    the unsigned frame's bytes; the name is still its to clean.
+    """
     photo = photo_with_old_image()
     before = files_under(media)
     queued = queue(H.jpeg(), photo, "legit.jpg")
+    ImageJob.objects.filter(pk=queued.job.pk).update(sha256=H.sha256(queued.data))
     body = H.msgpack_frame(queued.data, name="../../../../etc/cron.d/evil\n.jpg")
     assert queued.run(body=body) == "done"
     assert_saved(queued, photo, before)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import uuid
 from pathlib import Path
 
 import msgpack
@@ -267,7 +268,7 @@ def assert_same_payload(decoded: UploadPayload, payload: UploadPayload) -> None:
 def test_round_trip_msgpack():
     payload = make_payload(charset="utf-8")
     encoded = payload.encode("msgpack")
-    assert encoded[:5] == MAGIC + bytes((1, CODEC_MSGPACK))
+    assert encoded[:5] == MAGIC + bytes((2, CODEC_MSGPACK))
     decoded = decode(encoded)
     assert_same_payload(decoded, payload)
     decoded.verify(payload.sha256)
@@ -277,7 +278,7 @@ def test_round_trip_pickle_when_allowed(settings):
     settings.ASYNC_IMAGE_SAVE_ALLOW_PICKLE = True
     payload = make_payload()
     encoded = payload.encode("pickle")
-    assert encoded[:5] == MAGIC + bytes((1, CODEC_PICKLE))
+    assert encoded[:5] == MAGIC + bytes((2, CODEC_PICKLE))
     assert_same_payload(decode(encoded), payload)
 
 
@@ -361,7 +362,7 @@ def test_bad_magic_on_real_frame():
     assert "magic" in str(decode_error(bytes(encoded)))
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_unknown_version(version):
     encoded = bytearray(make_payload().encode("msgpack"))
     encoded[3] = version
@@ -492,8 +493,79 @@ def test_decoded_name_is_sanitized_again():
 
 def test_verify_accepts_intact_payload():
     payload = make_payload()
-    assert payload.verify() is None
     assert payload.verify(sha(bytes(payload.data))) is None
+
+
+def test_signed_frame_verifies_without_the_jobs_sha256():
+    job_id = uuid.uuid4().hex
+    decoded = decode(make_payload().encode("msgpack", signed_for=job_id))
+    assert decoded.signature is not None
+    assert decoded.verify(None, job_id=job_id) is None
+
+
+@pytest.mark.parametrize("case", ["unsigned", "other-job", "no-job-id"], ids=str)
+def test_verify_without_the_jobs_sha256_needs_a_signature_for_this_job(case):
+    job_id = uuid.uuid4().hex
+    signed_for = None if case == "unsigned" else job_id
+    decoded = decode(make_payload().encode("msgpack", signed_for=signed_for))
+    checked_id = {"other-job": uuid.uuid4().hex, "no-job-id": None}.get(case, job_id)
+    with pytest.raises(ChecksumMismatch, match="SECRET_KEY") as info:
+        decoded.verify(None, job_id=checked_id)
+    assert info.value.code == "bad_signature"
+
+
+def test_signature_made_with_a_fallback_key_is_accepted(settings):
+    job_id = uuid.uuid4().hex
+    settings.SECRET_KEY = "the-key-before-rotation"
+    decoded = decode(make_payload().encode("msgpack", signed_for=job_id))
+    settings.SECRET_KEY = "the-key-after-rotation"
+    with pytest.raises(ChecksumMismatch, match="SECRET_KEY_FALLBACKS"):
+        decoded.verify(None, job_id=job_id)
+    settings.SECRET_KEY_FALLBACKS = ["the-key-before-rotation"]
+    assert decoded.verify(None, job_id=job_id) is None
+
+
+def test_the_jobs_sha256_is_enough_without_a_signature():
+    payload = make_payload()
+    decode(payload.encode("msgpack")).verify(payload.sha256, job_id=uuid.uuid4().hex)
+
+
+def test_signing_needs_the_hash():
+    payload = UploadPayload.from_upload(SimpleUploadedFile("a.jpg", b"abc"), hashed=False)
+    with pytest.raises(ValueError, match="with_sha256"):
+        payload.encode("msgpack", signed_for=uuid.uuid4().hex)
+
+
+def test_from_upload_unhashed_then_hashed_later():
+    upload = SimpleUploadedFile("a.jpg", b"bytes hashed later", "image/jpeg")
+    payload = UploadPayload.from_upload(upload, hashed=False)
+    assert payload.sha256 is None
+    assert bytes(payload.data) == b"bytes hashed later"
+    hashed = payload.with_sha256()
+    assert hashed.sha256 == sha(b"bytes hashed later")
+    assert hashed.with_sha256() is hashed
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("name", ["a.jpg", "é" * 200 + ".jpg"])
+def test_frame_size_is_the_signed_frames_length_before_hashing(codec, name):
+    upload = SimpleUploadedFile(name, b"x" * 1000, "image/jpeg")
+    upload.content_type_extra = {"boundary": "abc"}
+    payload = UploadPayload.from_upload(upload, hashed=False)
+    frame = payload.with_sha256().encode(codec, signed_for=uuid.uuid4().hex)
+    assert payload.frame_size(codec) == len(frame)
+
+
+def test_version_1_frame_still_decodes():
+    """Frames queued before the signature (format version 2) was added."""
+    data = b"queued before the upgrade"
+    header = {"name": "a.jpg", "content_type": "image/jpeg", "charset": None,
+              "size": len(data), "extra": None, "sha256": sha(data)}  # fmt: skip
+    packed = msgpack.packb(header, use_bin_type=True)
+    frame = MAGIC + bytes((1, CODEC_MSGPACK)) + len(packed).to_bytes(4, "big") + packed + data
+    decoded = decode(frame)
+    assert (bytes(decoded.data), decoded.signature) == (data, None)
+    decoded.verify(sha(data), job_id=uuid.uuid4().hex)
 
 
 def test_verify_flipped_byte():
@@ -629,7 +701,8 @@ def test_round_trip_property(data, name, content_type, charset, extra, codec):
     upload.content_type_extra = extra
     with override_settings(ASYNC_IMAGE_SAVE_ALLOW_PICKLE=True):
         payload = UploadPayload.from_upload(upload)
-        decoded = decode(payload.encode(codec))
+        job_id = uuid.uuid4().hex
+        decoded = decode(payload.encode(codec, signed_for=job_id))
     assert payload.name == sanitize_name(name)
     assert decoded.name == payload.name  # decode() re-sanitizes: must be a no-op
     assert bytes(decoded.data) == data
@@ -639,6 +712,7 @@ def test_round_trip_property(data, name, content_type, charset, extra, codec):
     assert decoded.charset == charset
     assert decoded.content_type_extra == (extra or None)
     decoded.verify(sha(data))
+    decoded.verify(None, job_id=job_id)
 
 
 @pytest.mark.parametrize("codec", CODECS)
