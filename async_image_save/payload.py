@@ -37,8 +37,9 @@ from django.core.files.uploadedfile import (
 
 from async_image_save import signatures
 from async_image_save.conf import conf
-from async_image_save.exceptions import ChecksumMismatch, PayloadDecodeError, UploadTooLarge
+from async_image_save.exceptions import ChecksumMismatch, PayloadDecodeError
 from async_image_save.names import sanitize_name
+from async_image_save.reading import read_once, too_large
 from async_image_save.safe_pickle import loads_plain_data
 
 MAGIC = b"AIS"
@@ -48,7 +49,6 @@ CODEC_PICKLE = ord("p")
 CODEC_IDS = {"msgpack": CODEC_MSGPACK, "pickle": CODEC_PICKLE}
 _PREFIX_LEN = len(MAGIC) + 2 + 4
 MAX_HEADER_BYTES = 64 * 1024
-READ_CHUNK = 1024 * 1024
 _HEADER_KEYS_V1 = frozenset({"name", "content_type", "charset", "size", "extra", "sha256"})
 _HEADER_KEYS = _HEADER_KEYS_V1 | {"signature"}
 
@@ -83,9 +83,9 @@ class UploadPayload:
         limit = conf.ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
         declared = upload.size
         if declared is not None and declared > limit:
-            raise _too_large(upload.name, declared, limit)
+            raise too_large(upload.name, declared, limit)
         digest_state = hashlib.sha256() if hashed else None
-        data = _read_hashed(upload, declared, limit, digest_state)
+        data = read_once(upload, declared, limit, digest_state)
         return cls(
             name=sanitize_name(upload.name),
             content_type=getattr(upload, "content_type", None),
@@ -326,74 +326,3 @@ _ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "pickle": lambda header: pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL),
 }
 _DECODERS: dict[int, Callable[[memoryview, int], UploadPayload]] = {1: _decode_v1, 2: _decode_v2}
-
-
-def _too_large(name: str | None, size: int, limit: int) -> UploadTooLarge:
-    return UploadTooLarge(
-        f"Upload {name!r} is {size} bytes, over ASYNC_IMAGE_SAVE_MAX_UPLOAD_BYTES ({limit}). "
-        "Reject it in the form (a validator on the field) or raise the setting.",
-        size=size,
-        limit=limit,
-    )
-
-
-def _read_hashed(upload: File, declared: int | None, limit: int, digest: Any) -> bytes | bytearray:
-    """Read the whole file once; hash each chunk into ``digest`` (if any) as it arrives."""
-    if upload.closed:
-        upload.open("rb")
-    if upload.seekable() if hasattr(upload, "seekable") else True:
-        upload.seek(0)
-    raw = getattr(upload, "file", upload)
-    # A BytesIO already holds the bytes: hash its buffer instead of copying chunks.
-    if isinstance(raw, io.BytesIO):
-        data = raw.getvalue()
-        if len(data) > limit:
-            raise _too_large(upload.name, len(data), limit)
-        if digest is not None:
-            view = memoryview(data)
-            for start in range(0, len(data), READ_CHUNK):
-                digest.update(view[start : start + READ_CHUNK])
-        return data
-    readinto = getattr(raw, "readinto", None)
-    if declared is not None and readinto is not None:
-        return _readinto_hashed(upload.name, raw, declared, limit, digest)
-    parts: list[bytes] = []
-    total = 0
-    for chunk in upload.chunks(READ_CHUNK):
-        if isinstance(chunk, str):
-            chunk = chunk.encode(getattr(upload, "charset", None) or "utf-8")
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(upload.name, total, limit)
-        if digest is not None:
-            digest.update(chunk)
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _readinto_hashed(
-    name: str | None, raw: Any, declared: int, limit: int, digest: Any
-) -> bytearray:
-    """Read straight into one buffer of the declared size: one copy, whatever the file size."""
-    buf = bytearray(declared)
-    view = memoryview(buf)
-    filled = 0
-    while filled < declared:
-        n = raw.readinto(view[filled : filled + READ_CHUNK])
-        if not n:
-            break
-        if digest is not None:
-            digest.update(view[filled : filled + n])
-        filled += n
-    view.release()
-    del buf[filled:]
-    while True:  # the file may be longer than it said
-        chunk = raw.read(READ_CHUNK)
-        if not chunk:
-            break
-        if len(buf) + len(chunk) > limit:
-            raise _too_large(name, len(buf) + len(chunk), limit)
-        if digest is not None:
-            digest.update(chunk)
-        buf += chunk
-    return buf
