@@ -14,7 +14,10 @@ import uuid
 BASE_TMP = os.environ.get("AIS_TEST_TMP") or tempfile.mkdtemp(prefix="ais-tests-")
 RUN_ID = os.environ.get("AIS_RUN_ID") or uuid.uuid4().hex[:10]
 
-SECRET_KEY = "tests-only-not-secret"
+# AIS_SECRET_KEY / AIS_SECRET_KEY_FALLBACKS (comma-separated): a worker whose key differs
+# from the web side's (tests/test_e2e_redis.py).
+SECRET_KEY = os.environ.get("AIS_SECRET_KEY", "tests-only-not-secret")
+SECRET_KEY_FALLBACKS = [k for k in os.environ.get("AIS_SECRET_KEY_FALLBACKS", "").split(",") if k]
 DEBUG = False
 USE_TZ = True
 ROOT_URLCONF = "tests.urls"

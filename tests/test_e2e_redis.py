@@ -315,3 +315,35 @@ def test_process_stored_refuses_a_non_image_and_a_missing_object(celery_worker):
     assert not photo.image
     with pytest.raises(ValueError, match="not a safe storage name"):
         process_stored("../etc/passwd", photo)
+
+
+def test_workers_need_the_web_servers_secret_key_or_list_it_as_a_fallback(tmp_path):
+    """The sha256 is signed with SECRET_KEY after the request: a worker with another key
+    fails the job (``bad_signature``) and writes nothing; one that lists the web's key in
+    SECRET_KEY_FALLBACKS (a key rotation) saves it."""
+    from tests.conftest import make_worker
+
+    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-keys"
+    data = jpeg_bytes(64, 48)
+    outcomes = {}
+    for case, extra in {
+        "other-key": {"AIS_SECRET_KEY": "a-key-the-web-never-had"},
+        "rotated": {
+            "AIS_SECRET_KEY": "the-new-key",
+            "AIS_SECRET_KEY_FALLBACKS": settings.SECRET_KEY,
+        },
+    }.items():
+        photo = Photo.objects.create(title=case)
+        job = save_image(SimpleUploadedFile(f"{case}.jpg", data, "image/jpeg"), photo, queue=queue)
+        worker = make_worker(worker_env(**extra), queue, tmp_path / f"{case}.log")
+        worker.start()
+        try:
+            job = wait_for_job(job.pk)
+        finally:
+            worker.stop()
+        photo.refresh_from_db()
+        outcomes[case] = (job.state, job.error_code, job.sha256, photo.image.name)
+    assert outcomes["other-key"] == ("failed", "bad_signature", "", "")
+    state, code, sha256, name = outcomes["rotated"]
+    assert (state, code, sha256) == ("done", "", hashlib.sha256(data).hexdigest())
+    assert name.startswith("photos/rotated")
