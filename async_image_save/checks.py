@@ -342,8 +342,6 @@ def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 @checks.register(TAG)
 def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E017: ASYNC_IMAGE_SAVE_CACHE is not a CACHES alias."""
-    from django.conf import settings
-
     alias = conf.ASYNC_IMAGE_SAVE_CACHE
     caches = getattr(settings, "CACHES", {"default": {}})
     if alias in caches:

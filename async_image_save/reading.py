@@ -33,7 +33,7 @@ def read_once(upload: File, declared: int | None, limit: int, digest: Any) -> by
     if upload.seekable() if hasattr(upload, "seekable") else True:
         upload.seek(0)
     raw = getattr(upload, "file", upload)
-    # A BytesIO already holds the bytes: hash its buffer instead of copying chunks.
+    # A BytesIO already holds the bytes: take them whole (and hash that) instead of in chunks.
     if isinstance(raw, io.BytesIO):
         data = raw.getvalue()
         if len(data) > limit:

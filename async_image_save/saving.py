@@ -11,7 +11,6 @@ from django.db import models, router, transaction
 
 from async_image_save import dispatching
 from async_image_save.conf import conf
-from async_image_save.dispatching import dispatch
 from async_image_save.exceptions import InvalidUpload
 from async_image_save.models import ImageJob
 from async_image_save.payload import UploadPayload
@@ -116,7 +115,9 @@ def save_image(
     # Hashing, staging (if needed) and the publish happen once the job row is
     # committed, by default on a background thread (dispatching.after_commit).
     transaction.on_commit(
-        lambda: dispatching.after_commit(dispatch, message, payload, codec, stager, job=job),
+        lambda: dispatching.after_commit(
+            dispatching.dispatch, message, payload, codec, stager, job=job
+        ),
         using=router.db_for_write(ImageJob),
     )
     return job

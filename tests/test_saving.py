@@ -410,7 +410,7 @@ def test_publish_error_fails_job_and_keeps_staged_payload_for_retry(
     assert job.state == ImageJob.State.FAILED
     assert job.error_code == "broker_unreachable"
     assert "ConnectionError" in job.error
-    # Kept on purpose (saving.dispatch): the admin's Retry / async_image_save_recover re-send it.
+    # Kept on purpose (dispatching.dispatch): the admin's Retry and the recover command re-send it.
     assert os.listdir(staging_dir) == [f"{job.id.hex}.payload"]
     decode((staging_dir / f"{job.id.hex}.payload").read_bytes()).verify(None, job_id=job.id.hex)
     assert [f["code"] for f in failures] == ["broker_unreachable"]
