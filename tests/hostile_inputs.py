@@ -423,14 +423,12 @@ def msgpack_frame(data: bytes, *, version: int = 1, **changes: Any) -> bytes:
 
 def signed_frame(data: bytes, job_id: str, secret: str, **changes: Any) -> bytes:
     """A version-2 frame whose sha256 is signed to ``job_id`` with the key ``secret``."""
-    from django.utils.crypto import salted_hmac
+    from django.test import override_settings
 
-    signature = salted_hmac(
-        "async_image_save.payload.sha256",
-        f"{job_id}:{sha256(data)}",
-        secret=secret,
-        algorithm="sha256",
-    ).hexdigest()
+    from async_image_save import signatures
+
+    with override_settings(SECRET_KEY=secret):
+        signature = signatures.sign(job_id, sha256(data))
     header = msgpack.packb(header_for(data, signature=signature, **changes), use_bin_type=True)
     return frame(header, data, version=2)
 
